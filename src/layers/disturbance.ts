@@ -67,7 +67,7 @@ export class Disturbance extends tfl.layers.Layer {
   private recording: Recording | null = null;
 
   constructor(args: DisturbanceArgs = {}) {
-    super(args as tfl.layers.LayerArgs);
+    super(args as ConstructorParameters<typeof tfl.layers.Layer>[0]);
     this.penalty = validatePenalty(args.penalty ?? DEFAULT_PENALTY, `Disturbance layer '${this.name}'`);
     this.supportsMasking = true;
     this.trainable = false;

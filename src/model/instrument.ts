@@ -80,11 +80,15 @@ interface Graph {
 function readGraph(model: tfl.LayersModel, what: string): Graph {
   let container = model as unknown as {inputs?: SymbolicTensor[]; outputs?: SymbolicTensor[]; nodesByDepth?: Record<string, GraphNode[]>};
   if (model instanceof tfl.Sequential || model.getClassName() === 'Sequential') {
-    const inner = (model as unknown as {model?: typeof container}).model;
+    let inner = (model as unknown as {model?: typeof container}).model;
+    if ((inner == null || inner.nodesByDepth == null) && model.inputs?.length > 0 && model.outputs?.length > 0) {
+      // Not built yet (build happens lazily on compile/predict): a read-only functional view of the same nodes.
+      inner = tfl.model({inputs: model.inputs, outputs: model.outputs}) as unknown as typeof container;
+    }
     if (inner == null || inner.nodesByDepth == null) {
       throw new Error(
-        `${what}: the Sequential model '${model.name}' is not built yet; give its first layer an inputShape ` +
-          `(or call model.build([null, ...])) before ${what}().`,
+        `${what}: the Sequential model '${model.name}' has no layers with a known input shape yet; ` +
+          `give its first layer an inputShape before ${what}().`,
       );
     }
     container = inner;
@@ -286,16 +290,31 @@ export function strip(model: tfl.LayersModel, options: {name?: string} = {}): tf
   return result;
 }
 
+/** A Disturbance layer of a model and the static shape of its input (batch axis `null`). */
+export interface DisturbanceSite {
+  layer: Disturbance;
+  inputShape: (number | null)[];
+}
+
 /**
  * The Disturbance layers of a model in model order (topological order of the
- * graph: ℓ = 0 is the one nearest the input).
+ * graph: ℓ = 0 is the one nearest the input), with their input shapes.
  */
-export function disturbanceLayers(model: tfl.LayersModel): Disturbance[] {
+export function disturbanceSites(model: tfl.LayersModel): DisturbanceSite[] {
   const graph = readGraph(model, 'disturbanceLayers');
-  const found: Disturbance[] = [];
+  const found: DisturbanceSite[] = [];
   for (const node of graph.nodes) {
     const layer = node.outboundLayer;
-    if (isDisturbance(layer) && !found.includes(layer)) found.push(layer);
+    if (!isDisturbance(layer)) continue;
+    if (found.some((s) => s.layer === layer)) {
+      throw new Error(`Disturbance layer '${layer.name}' is used twice in model '${model.name}'; each place needs its own layer.`);
+    }
+    found.push({layer, inputShape: node.inputTensors[0].shape});
   }
   return found;
+}
+
+/** The Disturbance layers of a model in model order (ℓ = 0 nearest the input). */
+export function disturbanceLayers(model: tfl.LayersModel): Disturbance[] {
+  return disturbanceSites(model).map((s) => s.layer);
 }

@@ -1,0 +1,220 @@
+/**
+ * The deep adversarial attack (seed §3, Algorithm 1 lines 5–8):
+ *
+ * 1. initialise every dℓ randomly (or at zero);
+ * 2. one forward pass in `add` mode initialises the neurons nℓ = fℓ(·) + dℓ;
+ * 3. maximise J(n) of eq. 11 over the neurons with batched nonlinear CG
+ *    (or gradient ascent, the baseline);
+ * 4. recover d* by eq. 6: dℓ* = nℓ* − fℓ(wℓ, nℓ₋₁*), the last residuals.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {disturbanceSites} from '../model/instrument.js';
+import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
+import {disposeAddResult, disturbedObjective, forwardAdd, neuronObjective, withModes} from '../objective/neuron_space.js';
+import {PenaltyConfig, violationPerExample} from '../objective/penalties.js';
+import {conjugateGradient} from '../solvers/cg.js';
+import {gradientAscent} from '../solvers/gradient_ascent.js';
+import type {SolverResult} from '../solvers/types.js';
+
+/** Options of {@link deepAttack}. */
+export interface DeepAttackOptions {
+  /** `'cg'` (default): batched nonlinear CG; `'gradient-ascent'`: fixed-step gradient ascent (baseline). */
+  solver?: 'cg' | 'gradient-ascent';
+  /** Maximum solver iterations. Default 10 for CG, 20 for gradient ascent. */
+  maxIterations?: number;
+  /** Hard budget of batched gradient evaluations (line search included). Default: none. */
+  maxGradientEvaluations?: number;
+  /** Relative tolerance of the solver's stopping test (see `SolverOptions`). Default 1e-6. */
+  tolerance?: number;
+  /** Initial disturbances: `'random'` (default; uniform, see `initScale`) or `'zero'`. */
+  init?: 'random' | 'zero';
+  /**
+   * Half-width of the uniform random initialisation. Default per layer: ε/2 for
+   * `linf`, ε/(2√units) for `l2`, ε/(2·units) for `l1`, 0.01 for `quadratic`.
+   */
+  initScale?: number;
+  /** Seed of the random initialisation (layer ℓ uses seed + ℓ). */
+  seed?: number;
+  /**
+   * After the solve, project each dℓ exactly onto its ball/box (the budget then
+   * holds exactly); the reported objective is eq. 9 after projection.
+   */
+  project?: boolean;
+  /** Step size of gradient ascent (ignored by CG). Default 0.01. */
+  stepSize?: number;
+  /** Loss to attack instead of the model's compiled loss. */
+  loss?: string | LossFn;
+}
+
+/** Result of {@link deepAttack}. The caller owns (and must dispose) `disturbances` and `objective`. */
+export interface DeepAttackResult {
+  /** d*ℓ, one per Disturbance layer in model order, each shaped like that layer's input. */
+  disturbances: tf.Tensor[];
+  /** Names of the Disturbance layers, in the same order. */
+  layerNames: string[];
+  /** J_b at the result, shape [B] (eq. 11 = eq. 9 at d*; after projection with `project`). */
+  objective: tf.Tensor1D;
+  /** Solver iterations. */
+  iterations: number;
+  /** Batched gradient evaluations (each one forward + one backward pass), line search included. */
+  gradientEvaluations: number;
+  /** Batched forward-only passes (initialisation, recovery of d*, projection). */
+  functionEvaluations: number;
+  /** Mean J per iteration; `history[0]` is at the start point. */
+  history: number[];
+  /** Per Disturbance layer, the largest constraint violation over the batch (0 for quadratic penalties without box). */
+  violation: number[];
+  /** Examples whose solve met a non-finite value and stopped at their last finite point. */
+  nonFinite: number;
+}
+
+function checkOption(value: unknown, name: string, test: (v: number) => boolean, what: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isFinite(value) || !test(value)) {
+    throw new Error(`deepAttack: option '${name}' must be ${what}, got ${String(value)}.`);
+  }
+}
+
+function defaultInitScale(penalty: PenaltyConfig, units: number): number {
+  switch (penalty.kind) {
+    case 'linf':
+      return penalty.epsilon / 2;
+    case 'l2':
+      return penalty.epsilon / (2 * Math.sqrt(units));
+    case 'l1':
+      return penalty.epsilon / (2 * units);
+    default:
+      return 0.01;
+  }
+}
+
+/**
+ * Finds the worst-case deep disturbances of eq. 9 for a batch by maximising
+ * eq. 11 over the neurons (Algorithm 1, lines 5–8). Each example is attacked
+ * independently. The model runs with `training: false`; its weights are never
+ * written.
+ *
+ * @param model A model with Disturbance layers (see `instrument`), compiled
+ *   (or pass `options.loss`).
+ * @param x Inputs `[B, ...inputShape]`.
+ * @param y Targets `[B, ...]` in the format of the model's loss.
+ */
+export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: DeepAttackOptions = {}): DeepAttackResult {
+  const solverName = options.solver ?? 'cg';
+  if (solverName !== 'cg' && solverName !== 'gradient-ascent') {
+    throw new Error(`deepAttack: option 'solver' must be 'cg' or 'gradient-ascent', got ${JSON.stringify(solverName)}.`);
+  }
+  checkOption(options.maxIterations, 'maxIterations', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+  checkOption(options.maxGradientEvaluations, 'maxGradientEvaluations', (v) => v >= 0, 'a number >= 0');
+  checkOption(options.tolerance, 'tolerance', () => true, 'a finite number');
+  checkOption(options.initScale, 'initScale', (v) => v >= 0, 'a number >= 0');
+  checkOption(options.stepSize, 'stepSize', (v) => v > 0, 'a number > 0');
+  checkOption(options.seed, 'seed', () => true, 'a finite number');
+  const init = options.init ?? 'random';
+  if (init !== 'random' && init !== 'zero') {
+    throw new Error(`deepAttack: option 'init' must be 'random' or 'zero', got ${JSON.stringify(init)}.`);
+  }
+  const sites = disturbanceSites(model);
+  const layers = sites.map((s) => s.layer);
+  if (layers.length === 0) {
+    throw new Error(
+      `deepAttack: model '${model.name}' has no Disturbance layers; add them with instrument(model) or layers.disturbance().`,
+    );
+  }
+  assertCompatibleXY(model, x, y);
+  const loss = perExampleLoss(model, options.loss);
+  const shapes = sites.map(({layer, inputShape}) => {
+    if (inputShape.slice(1).some((s) => s == null)) {
+      throw new Error(`deepAttack: Disturbance layer '${layer.name}' has an input of unknown shape ${JSON.stringify(inputShape)}.`);
+    }
+    return [x.shape[0], ...(inputShape.slice(1) as number[])];
+  });
+
+  let functionEvaluations = 0;
+  // 1–2. Random disturbances, one forward pass in add mode → initial neurons.
+  const d0 = tf.tidy(() =>
+    shapes.map((shape, i) => {
+      if (init === 'zero') return tf.zeros(shape);
+      const units = shape.slice(1).reduce((a, b) => a * b, 1);
+      const s = options.initScale ?? defaultInitScale(layers[i].penalty, units);
+      return tf.randomUniform(shape, -s, s, 'float32', options.seed === undefined ? undefined : options.seed + i);
+    }),
+  );
+  let n0: tf.Tensor[];
+  try {
+    const r = forwardAdd(model, layers, x, d0);
+    functionEvaluations++;
+    n0 = r.neurons.map((n) => tf.clone(n));
+    disposeAddResult(r);
+  } finally {
+    tf.dispose(d0);
+  }
+
+  // 3. Maximise eq. 11 over the neurons.
+  const objective = neuronObjective(model, layers, x, y, loss);
+  let result: SolverResult;
+  try {
+    const common = {
+      maxIterations: options.maxIterations,
+      maxGradientEvaluations: options.maxGradientEvaluations,
+      tolerance: options.tolerance,
+    };
+    result =
+      solverName === 'cg'
+        ? conjugateGradient(objective, n0, {...common, maxIterations: options.maxIterations ?? 10})
+        : gradientAscent(objective, n0, {...common, maxIterations: options.maxIterations ?? 20, stepSize: options.stepSize ?? 0.01});
+  } finally {
+    tf.dispose(n0);
+  }
+  functionEvaluations += result.functionEvaluations;
+
+  // 4. d* by eq. 6: the residuals nℓ* − fℓ(nℓ₋₁*), from one recording forward pass.
+  let disturbances: tf.Tensor[];
+  let inputs: tf.Tensor[];
+  try {
+    inputs = withModes(layers, 'neuron', result.xs, () => {
+      const out = model.apply(x, {training: false}) as tf.Tensor;
+      out.dispose();
+      return layers.map((layer) => {
+        const rec = layer.takeRecording();
+        if (!rec?.input) throw new Error(`deepAttack: Disturbance layer '${layer.name}' was not reached by the forward pass.`);
+        return rec.input;
+      });
+    }, {record: true});
+    functionEvaluations++;
+    disturbances = result.xs.map((n, i) => tf.sub(n, inputs[i]));
+  } finally {
+    tf.dispose(result.xs);
+  }
+  let finalObjective = result.objective;
+  if (options.project) {
+    tf.dispose(inputs);
+    const r = forwardAdd(model, layers, x, disturbances, {project: true});
+    functionEvaluations++;
+    tf.dispose(disturbances);
+    disturbances = r.disturbances.map((d) => tf.clone(d));
+    inputs = r.inputs.map((t) => tf.clone(t));
+    disposeAddResult(r);
+    result.objective.dispose();
+    finalObjective = disturbedObjective(model, layers, x, y, disturbances, loss);
+    functionEvaluations++;
+  }
+  const violationTensor = tf.tidy(() =>
+    tf.stack(layers.map((layer, i) => tf.max(violationPerExample(layer.penalty, disturbances[i], inputs[i])))),
+  );
+  const violation = Array.from(violationTensor.dataSync());
+  violationTensor.dispose();
+  tf.dispose(inputs);
+  return {
+    disturbances,
+    layerNames: layers.map((l) => l.name),
+    objective: finalObjective,
+    iterations: result.iterations,
+    gradientEvaluations: result.gradientEvaluations,
+    functionEvaluations,
+    history: result.history,
+    violation,
+    nonFinite: result.nonFinite,
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * tfjs-deep-adversarial: deep adversarial training for TensorFlow.js.
+ *
+ * Importing the package registers the `Disturbance` layer class with
+ * `tf.serialization`, so saved instrumented models load with
+ * `tf.loadLayersModel`.
+ *
+ * This entry point runs anywhere tfjs runs (browser or Node). Node-only helpers
+ * (saving to disk, the MNIST reader, backend selection) live in
+ * `tfjs-deep-adversarial/node`.
+ *
+ * @packageDocumentation
+ */
+import {disturbance} from './layers/disturbance.js';
+
+export {Disturbance, disturbance, isDisturbance} from './layers/disturbance.js';
+export type {DisturbanceArgs, DisturbanceMode} from './layers/disturbance.js';
+
+/** Layer factories in the style of `tf.layers.*`. */
+export const layers = {disturbance};
+
+export {
+  instrument,
+  strip,
+  disturbanceLayers,
+  disturbanceSites,
+  isNeuronLayer,
+  DEFAULT_INPUT_PENALTY,
+  DEFAULT_HIDDEN_PENALTY,
+} from './model/instrument.js';
+export type {InstrumentOptions, DisturbanceSite} from './model/instrument.js';
+
+export {
+  DEFAULT_CONSTRAINT_LAMBDA,
+  DEFAULT_PENALTY,
+  validatePenalty,
+  penaltyValue,
+  projectDisturbance,
+  violationPerExample,
+} from './objective/penalties.js';
+export type {PenaltyConfig, QuadraticPenalty, NormBallPenalty, Box} from './objective/penalties.js';
+
+export {neuronObjective, disturbedObjective} from './objective/neuron_space.js';
+export {perExampleLoss, assertCompatibleXY} from './objective/loss.js';
+export type {LossFn, PerExampleLossFn} from './objective/loss.js';
+
+export {deepAttack} from './attacks/deep.js';
+export type {DeepAttackOptions, DeepAttackResult} from './attacks/deep.js';
+export {fgsmAttack} from './attacks/fgsm.js';
+export type {FgsmOptions} from './attacks/fgsm.js';
+export {pgdAttack, pgdAttackWithInfo} from './attacks/pgd.js';
+export type {PgdOptions, PgdResult, AttackNorm} from './attacks/pgd.js';
+
+export {conjugateGradient} from './solvers/cg.js';
+export {gradientAscent} from './solvers/gradient_ascent.js';
+export type {BatchObjective, SolverOptions, SolverResult, IterationInfo} from './solvers/types.js';

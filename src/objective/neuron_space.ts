@@ -1,0 +1,178 @@
+/**
+ * The deep-attack objective over the neurons themselves (eq. 11 of the seed),
+ * evaluated with one ordinary forward pass by switching the model's
+ * Disturbance layers into `neuron` mode.
+ *
+ * For a batch, per example b, with Disturbance layers ℓ = 0..L−1 in model
+ * order (ℓ = 0 right after the input):
+ *
+ *   J_b(n) = c(y_b, ŷ_b) + Σℓ ρℓ(nℓ,b − fℓ(wℓ, nℓ₋₁,b))
+ *
+ * where fℓ is everything between the previous disturbances and layer ℓ (for
+ * ℓ = 0, f₀ = x) and ŷ is computed from the free neurons of the last layers.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {Disturbance} from '../layers/disturbance.js';
+import {penaltyValue} from './penalties.js';
+
+/** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]`. */
+export type PerExampleLoss = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D;
+
+/** Runs `fn` with the layers in the given mode and always returns them to `off` (disposing any recording). */
+export function withModes<T>(
+  layers: Disturbance[],
+  mode: 'add' | 'neuron',
+  tensors: tf.Tensor[],
+  fn: () => T,
+  options: {record?: boolean; project?: boolean} = {},
+): T {
+  if (tensors.length !== layers.length) {
+    throw new Error(`Expected ${layers.length} ${mode === 'add' ? 'disturbance' : 'neuron'} tensors (one per Disturbance layer), got ${tensors.length}.`);
+  }
+  try {
+    layers.forEach((layer, i) => layer.setMode(mode, tensors[i], options));
+    return fn();
+  } finally {
+    for (const layer of layers) layer.reset();
+  }
+}
+
+function forward(model: tfl.LayersModel, x: tf.Tensor): tf.Tensor {
+  const out = model.apply(x, {training: false});
+  if (Array.isArray(out)) throw new Error(`Model '${model.name}' has ${out.length} outputs; one output is supported.`);
+  return out as tf.Tensor;
+}
+
+function takeInputs(layers: Disturbance[]): tf.Tensor[] {
+  return layers.map((layer) => {
+    const rec = layer.takeRecording();
+    if (!rec?.input) {
+      throw new Error(
+        `Disturbance layer '${layer.name}' was not reached by the forward pass of the model: ` +
+          `it must belong to the model being attacked.`,
+      );
+    }
+    rec.output?.dispose();
+    return rec.input;
+  });
+}
+
+/**
+ * Builds J(n) of eq. 11 for one batch as a per-example objective over the list
+ * of neuron tensors (one per Disturbance layer, each shaped like that layer's
+ * input, batch axis included). The model runs in inference mode
+ * (`training: false`): BatchNorm uses its moving statistics and does not update
+ * them, Dropout is off.
+ */
+export function neuronObjective(
+  model: tfl.LayersModel,
+  layers: Disturbance[],
+  x: tf.Tensor,
+  y: tf.Tensor,
+  loss: PerExampleLoss,
+): (ns: tf.Tensor[]) => tf.Tensor1D {
+  return (ns: tf.Tensor[]) =>
+    withModes(
+      layers,
+      'neuron',
+      ns,
+      () => {
+        const yPred = forward(model, x);
+        const inputs = takeInputs(layers);
+        try {
+          let j = loss(y, yPred);
+          layers.forEach((layer, i) => {
+            j = tf.add(j, penaltyValue(layer.penalty, tf.sub(ns[i], inputs[i]), inputs[i]));
+          });
+          return j;
+        } finally {
+          for (const t of inputs) t.dispose();
+        }
+      },
+      {record: true},
+    );
+}
+
+/**
+ * Result of a forward pass in `add` mode (eq. 6). All tensors are owned by the
+ * caller, who must release them with {@link disposeAddResult} (some are kept, so
+ * an enclosing `tf.tidy` does not release them).
+ */
+export interface AddModeResult {
+  /** The neurons nℓ = fℓ(·) + dℓ of every Disturbance layer. */
+  neurons: tf.Tensor[];
+  /** The layer inputs fℓ(·). */
+  inputs: tf.Tensor[];
+  /** The disturbances actually applied (projected ones when `project` was set). */
+  disturbances: tf.Tensor[];
+  /** The model output ŷ. */
+  output: tf.Tensor;
+}
+
+/**
+ * One forward pass with every Disturbance layer adding its dℓ (eq. 6),
+ * recording the neurons and layer inputs. With `project`, each dℓ is first
+ * projected exactly onto its layer's ball/box, using the actual layer input.
+ */
+export function forwardAdd(
+  model: tfl.LayersModel,
+  layers: Disturbance[],
+  x: tf.Tensor,
+  ds: tf.Tensor[],
+  options: {project?: boolean} = {},
+): AddModeResult {
+  return withModes(
+    layers,
+    'add',
+    ds,
+    () => {
+      const output = forward(model, x);
+      const neurons: tf.Tensor[] = [];
+      const inputs: tf.Tensor[] = [];
+      for (const layer of layers) {
+        const rec = layer.takeRecording();
+        if (!rec?.input || !rec.output) {
+          for (const t of [output, ...neurons, ...inputs]) t.dispose();
+          throw new Error(`Disturbance layer '${layer.name}' was not reached by the forward pass of model '${model.name}'.`);
+        }
+        inputs.push(rec.input);
+        neurons.push(rec.output);
+      }
+      const disturbances = options.project ? neurons.map((n, i) => tf.sub(n, inputs[i])) : ds.map((d) => tf.clone(d));
+      return {neurons, inputs, disturbances, output};
+    },
+    {record: true, project: options.project},
+  );
+}
+
+/**
+ * Eq. 9 per example: c(y, h(w, x, d)) + Σℓ ρℓ(dℓ), by one forward pass in
+ * `add` mode. Returns a new tensor `[B]`.
+ */
+export function disturbedObjective(
+  model: tfl.LayersModel,
+  layers: Disturbance[],
+  x: tf.Tensor,
+  y: tf.Tensor,
+  ds: tf.Tensor[],
+  loss: PerExampleLoss,
+): tf.Tensor1D {
+  const r = forwardAdd(model, layers, x, ds);
+  try {
+    return tf.tidy(() => {
+      let j = loss(y, r.output);
+      layers.forEach((layer, i) => {
+        j = tf.add(j, penaltyValue(layer.penalty, r.disturbances[i], r.inputs[i]));
+      });
+      return j;
+    });
+  } finally {
+    disposeAddResult(r);
+  }
+}
+
+/** Disposes every tensor of an {@link AddModeResult}. */
+export function disposeAddResult(r: AddModeResult): void {
+  for (const t of [...r.neurons, ...r.inputs, ...r.disturbances, r.output]) t.dispose();
+}
