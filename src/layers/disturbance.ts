@@ -148,7 +148,9 @@ export class Disturbance extends tfl.layers.Layer {
     if (this.modeValue === 'add') {
       out = tf.add(x, this.projectOnAdd ? projectDisturbance(this.penalty, t, x) : t);
     } else {
-      out = t;
+      // A clone (sharing data): tfjs-layers' executor disposes intermediate outputs after use,
+      // and `t` belongs to the engine.
+      out = tf.clone(t);
     }
     if (this.recordNext) {
       // Clones (sharing data, so cheap) kept so that neither the enclosing model scope nor the
