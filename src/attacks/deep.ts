@@ -9,10 +9,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceSites} from '../model/instrument.js';
 import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
 import {disposeAddResult, disturbedObjective, forwardAdd, neuronObjective, withModes} from '../objective/neuron_space.js';
-import {PenaltyConfig, violationPerExample} from '../objective/penalties.js';
+import {PenaltyConfig, validatePenalty, violationPerExample} from '../objective/penalties.js';
 import {conjugateGradient} from '../solvers/cg.js';
 import {gradientAscent} from '../solvers/gradient_ascent.js';
 import type {SolverResult} from '../solvers/types.js';
@@ -45,6 +46,13 @@ export interface DeepAttackOptions {
   stepSize?: number;
   /** Loss to attack instead of the model's compiled loss. */
   loss?: string | LossFn;
+  /**
+   * Penalties to use instead of the layers' own: an array with one entry per
+   * Disturbance layer (model order) or a function of the layer and its index.
+   * `null` switches that layer's disturbance off (dℓ = 0, not attacked);
+   * `undefined` (from the function) keeps the layer's own penalty.
+   */
+  penalties?: (PenaltyConfig | null)[] | ((layer: Disturbance, index: number) => PenaltyConfig | null | undefined);
 }
 
 /** Result of {@link deepAttack}. The caller owns (and must dispose) `disturbances` and `objective`. */
@@ -115,21 +123,28 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   if (init !== 'random' && init !== 'zero') {
     throw new Error(`deepAttack: option 'init' must be 'random' or 'zero', got ${JSON.stringify(init)}.`);
   }
-  const sites = disturbanceSites(model);
-  const layers = sites.map((s) => s.layer);
-  if (layers.length === 0) {
+  const allSites = disturbanceSites(model);
+  if (allSites.length === 0) {
     throw new Error(
       `deepAttack: model '${model.name}' has no Disturbance layers; add them with instrument(model) or layers.disturbance().`,
     );
   }
+  const penaltyOf = resolvePenalties(allSites.map((s) => s.layer), options.penalties);
+  const active = allSites.map((_, i) => i).filter((i) => penaltyOf[i] != null);
+  if (active.length === 0) {
+    throw new Error('deepAttack: options.penalties switches every Disturbance layer off; nothing to attack.');
+  }
+  const layers = active.map((i) => allSites[i].layer);
+  const penalties = active.map((i) => penaltyOf[i] as PenaltyConfig);
   assertCompatibleXY(model, x, y);
   const loss = perExampleLoss(model, options.loss);
-  const shapes = sites.map(({layer, inputShape}) => {
+  const allShapes = allSites.map(({layer, inputShape}) => {
     if (inputShape.slice(1).some((s) => s == null)) {
       throw new Error(`deepAttack: Disturbance layer '${layer.name}' has an input of unknown shape ${JSON.stringify(inputShape)}.`);
     }
     return [x.shape[0], ...(inputShape.slice(1) as number[])];
   });
+  const shapes = active.map((i) => allShapes[i]);
 
   let functionEvaluations = 0;
   // 1–2. Random disturbances, one forward pass in add mode → initial neurons.
@@ -137,13 +152,13 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
     shapes.map((shape, i) => {
       if (init === 'zero') return tf.zeros(shape);
       const units = shape.slice(1).reduce((a, b) => a * b, 1);
-      const s = options.initScale ?? defaultInitScale(layers[i].penalty, units);
+      const s = options.initScale ?? defaultInitScale(penalties[i], units);
       return tf.randomUniform(shape, -s, s, 'float32', options.seed === undefined ? undefined : options.seed + i);
     }),
   );
   let n0: tf.Tensor[];
   try {
-    const r = forwardAdd(model, layers, x, d0);
+    const r = forwardAdd(model, layers, x, d0, {penalties});
     functionEvaluations++;
     n0 = r.neurons.map((n) => tf.clone(n));
     disposeAddResult(r);
@@ -152,7 +167,7 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   }
 
   // 3. Maximise eq. 11 over the neurons.
-  const objective = neuronObjective(model, layers, x, y, loss);
+  const objective = neuronObjective(model, layers, x, y, loss, penalties);
   let result: SolverResult;
   try {
     const common = {
@@ -190,31 +205,54 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   let finalObjective = result.objective;
   if (options.project) {
     tf.dispose(inputs);
-    const r = forwardAdd(model, layers, x, disturbances, {project: true});
+    const r = forwardAdd(model, layers, x, disturbances, {project: true, penalties});
     functionEvaluations++;
     tf.dispose(disturbances);
     disturbances = r.disturbances.map((d) => tf.clone(d));
     inputs = r.inputs.map((t) => tf.clone(t));
     disposeAddResult(r);
     result.objective.dispose();
-    finalObjective = disturbedObjective(model, layers, x, y, disturbances, loss);
+    finalObjective = disturbedObjective(model, layers, x, y, disturbances, loss, penalties);
     functionEvaluations++;
   }
   const violationTensor = tf.tidy(() =>
-    tf.stack(layers.map((layer, i) => tf.max(violationPerExample(layer.penalty, disturbances[i], inputs[i])))),
+    tf.stack(layers.map((_, i) => tf.max(violationPerExample(penalties[i], disturbances[i], inputs[i])))),
   );
-  const violation = Array.from(violationTensor.dataSync());
+  const activeViolation = Array.from(violationTensor.dataSync());
   violationTensor.dispose();
   tf.dispose(inputs);
+  // One entry per Disturbance layer of the model: layers switched off get d = 0.
+  const all = allSites.map((_, i) => {
+    const k = active.indexOf(i);
+    return k >= 0 ? {d: disturbances[k], v: activeViolation[k]} : {d: tf.zeros(allShapes[i]), v: 0};
+  });
   return {
-    disturbances,
-    layerNames: layers.map((l) => l.name),
+    disturbances: all.map((a) => a.d),
+    layerNames: allSites.map((s) => s.layer.name),
+    violation: all.map((a) => a.v),
     objective: finalObjective,
     iterations: result.iterations,
     gradientEvaluations: result.gradientEvaluations,
     functionEvaluations,
     history: result.history,
-    violation,
     nonFinite: result.nonFinite,
   };
+}
+
+function resolvePenalties(layers: Disturbance[], given: DeepAttackOptions['penalties']): (PenaltyConfig | null)[] {
+  if (given === undefined) return layers.map((l) => l.penalty);
+  if (Array.isArray(given)) {
+    if (given.length !== layers.length) {
+      throw new Error(`deepAttack: options.penalties has ${given.length} entries but the model has ${layers.length} Disturbance layers.`);
+    }
+    return given.map((p, i) => (p == null ? null : validatePenalty(p, `deepAttack: options.penalties[${i}] (layer '${layers[i].name}')`)));
+  }
+  if (typeof given === 'function') {
+    return layers.map((layer, i) => {
+      const p = given(layer, i);
+      if (p === undefined) return layer.penalty;
+      return p === null ? null : validatePenalty(p, `deepAttack: options.penalties for layer '${layer.name}'`);
+    });
+  }
+  throw new Error('deepAttack: options.penalties must be an array or a function (layer, index) => penalty | null.');
 }

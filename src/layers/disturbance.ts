@@ -63,6 +63,7 @@ export class Disturbance extends tfl.layers.Layer {
   private modeValue: DisturbanceMode = 'off';
   private tensorValue: tf.Tensor | null = null;
   private projectOnAdd = false;
+  private projectPenalty: PenaltyConfig | null = null;
   private recordNext = false;
   private recording: Recording | null = null;
 
@@ -82,11 +83,16 @@ export class Disturbance extends tfl.layers.Layer {
    * Sets the run-time mode. `tensor` is dℓ for `add` and nℓ for `neuron`; the
    * caller keeps ownership of it. With `project`, `add` mode first projects
    * dℓ onto this layer's ball/box (using the actual layer input) and records
-   * the projected disturbance as its output minus input.
+   * the projected disturbance as its output minus input; `penalty` overrides
+   * the layer's own penalty for that projection.
    *
    * @internal Used by the attack and training engines of this package.
    */
-  setMode(mode: DisturbanceMode, tensor: tf.Tensor | null = null, options: {record?: boolean; project?: boolean} = {}): void {
+  setMode(
+    mode: DisturbanceMode,
+    tensor: tf.Tensor | null = null,
+    options: {record?: boolean; project?: boolean; penalty?: PenaltyConfig} = {},
+  ): void {
     if (mode !== 'off' && tensor == null) {
       throw new Error(`Disturbance layer '${this.name}': mode '${mode}' needs a tensor.`);
     }
@@ -96,6 +102,7 @@ export class Disturbance extends tfl.layers.Layer {
     this.modeValue = mode;
     this.tensorValue = mode === 'off' ? null : tensor;
     this.projectOnAdd = mode === 'add' && options.project === true;
+    this.projectPenalty = options.penalty ?? this.penalty;
     this.recordNext = options.record === true;
     this.recording = null;
   }
@@ -123,6 +130,7 @@ export class Disturbance extends tfl.layers.Layer {
     this.modeValue = 'off';
     this.tensorValue = null;
     this.projectOnAdd = false;
+    this.projectPenalty = null;
     this.recordNext = false;
   }
 
@@ -146,7 +154,7 @@ export class Disturbance extends tfl.layers.Layer {
     }
     let out: tf.Tensor;
     if (this.modeValue === 'add') {
-      out = tf.add(x, this.projectOnAdd ? projectDisturbance(this.penalty, t, x) : t);
+      out = tf.add(x, this.projectOnAdd ? projectDisturbance(this.projectPenalty ?? this.penalty, t, x) : t);
     } else {
       // A clone (sharing data): tfjs-layers' executor disposes intermediate outputs after use,
       // and `t` belongs to the engine.

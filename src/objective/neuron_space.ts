@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
-import {penaltyValue} from './penalties.js';
+import {PenaltyConfig, penaltyValue} from './penalties.js';
 
 /** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]`. */
 export type PerExampleLoss = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D;
@@ -25,13 +25,15 @@ export function withModes<T>(
   mode: 'add' | 'neuron',
   tensors: tf.Tensor[],
   fn: () => T,
-  options: {record?: boolean; project?: boolean} = {},
+  options: {record?: boolean; project?: boolean; penalties?: PenaltyConfig[]} = {},
 ): T {
   if (tensors.length !== layers.length) {
     throw new Error(`Expected ${layers.length} ${mode === 'add' ? 'disturbance' : 'neuron'} tensors (one per Disturbance layer), got ${tensors.length}.`);
   }
   try {
-    layers.forEach((layer, i) => layer.setMode(mode, tensors[i], options));
+    layers.forEach((layer, i) =>
+      layer.setMode(mode, tensors[i], {record: options.record, project: options.project, penalty: options.penalties?.[i]}),
+    );
     return fn();
   } finally {
     for (const layer of layers) layer.reset();
@@ -63,7 +65,9 @@ function takeInputs(layers: Disturbance[]): tf.Tensor[] {
  * of neuron tensors (one per Disturbance layer, each shaped like that layer's
  * input, batch axis included). The model runs in inference mode
  * (`training: false`): BatchNorm uses its moving statistics and does not update
- * them, Dropout is off.
+ * them, Dropout is off. `penalties[ℓ]` overrides the penalty of `layers[ℓ]`
+ * (default: the layer's own). Disturbance layers of the model that are not in
+ * `layers` stay off (dℓ = 0).
  */
 export function neuronObjective(
   model: tfl.LayersModel,
@@ -71,6 +75,7 @@ export function neuronObjective(
   x: tf.Tensor,
   y: tf.Tensor,
   loss: PerExampleLoss,
+  penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
 ): (ns: tf.Tensor[]) => tf.Tensor1D {
   return (ns: tf.Tensor[]) =>
     withModes(
@@ -82,8 +87,8 @@ export function neuronObjective(
         const inputs = takeInputs(layers);
         try {
           let j = loss(y, yPred);
-          layers.forEach((layer, i) => {
-            j = tf.add(j, penaltyValue(layer.penalty, tf.sub(ns[i], inputs[i]), inputs[i]));
+          layers.forEach((_, i) => {
+            j = tf.add(j, penaltyValue(penalties[i], tf.sub(ns[i], inputs[i]), inputs[i]));
           });
           return j;
         } finally {
@@ -120,7 +125,7 @@ export function forwardAdd(
   layers: Disturbance[],
   x: tf.Tensor,
   ds: tf.Tensor[],
-  options: {project?: boolean} = {},
+  options: {project?: boolean; penalties?: PenaltyConfig[]} = {},
 ): AddModeResult {
   return withModes(
     layers,
@@ -142,13 +147,14 @@ export function forwardAdd(
       const disturbances = options.project ? neurons.map((n, i) => tf.sub(n, inputs[i])) : ds.map((d) => tf.clone(d));
       return {neurons, inputs, disturbances, output};
     },
-    {record: true, project: options.project},
+    {record: true, project: options.project, penalties: options.penalties},
   );
 }
 
 /**
  * Eq. 9 per example: c(y, h(w, x, d)) + Σℓ ρℓ(dℓ), by one forward pass in
- * `add` mode. Returns a new tensor `[B]`.
+ * `add` mode. Returns a new tensor `[B]`. `penalties[ℓ]` overrides the
+ * penalty of `layers[ℓ]`.
  */
 export function disturbedObjective(
   model: tfl.LayersModel,
@@ -157,13 +163,14 @@ export function disturbedObjective(
   y: tf.Tensor,
   ds: tf.Tensor[],
   loss: PerExampleLoss,
+  penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
 ): tf.Tensor1D {
   const r = forwardAdd(model, layers, x, ds);
   try {
     return tf.tidy(() => {
       let j = loss(y, r.output);
-      layers.forEach((layer, i) => {
-        j = tf.add(j, penaltyValue(layer.penalty, r.disturbances[i], r.inputs[i]));
+      layers.forEach((_, i) => {
+        j = tf.add(j, penaltyValue(penalties[i], r.disturbances[i], r.inputs[i]));
       });
       return j;
     });
