@@ -1,0 +1,253 @@
+import {tf} from './setup.js';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {test} from 'node:test';
+import assert from 'node:assert/strict';
+import {conjugateGradient, deepAttack, disturbanceLayers, disturbedObjective, instrument, perExampleLoss} from '../src/index.js';
+import {neuronObjective} from '../src/objective/neuron_space.js';
+import {mlp, residual} from './fixtures/models.js';
+
+/** Solves A z = r by Gaussian elimination with partial pivoting, in float64. */
+function solve(A: number[][], r: number[]): number[] {
+  const n = r.length;
+  const M = A.map((row, i) => [...row, r[i]]);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let i = c + 1; i < n; i++) if (Math.abs(M[i][c]) > Math.abs(M[p][c])) p = i;
+    [M[c], M[p]] = [M[p], M[c]];
+    for (let i = c + 1; i < n; i++) {
+      const f = M[i][c] / M[c][c];
+      for (let k = c; k <= n; k++) M[i][k] -= f * M[c][k];
+    }
+  }
+  const z = new Array<number>(n).fill(0);
+  for (let i = n - 1; i >= 0; i--) {
+    let s = M[i][n];
+    for (let k = i + 1; k < n; k++) s -= M[i][k] * z[k];
+    z[i] = s / M[i][i];
+  }
+  return z;
+}
+
+/** True when the symmetric matrix is positive definite (Cholesky succeeds). */
+function isPositiveDefinite(A: number[][]): boolean {
+  const n = A.length;
+  const L = A.map(() => new Array<number>(n).fill(0));
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = A[i][j];
+      for (let k = 0; k < j; k++) s -= L[i][k] * L[j][k];
+      if (i === j) {
+        if (s <= 0) return false;
+        L[i][i] = Math.sqrt(s);
+      } else L[i][j] = s / L[j][j];
+    }
+  }
+  return true;
+}
+
+const matrix = (t: tf.Tensor): number[][] => t.arraySync() as number[][];
+
+/**
+ * Linear net x(3) → dense(4, linear) → dense(2, linear), MSE, quadratic penalties λ0 on the input
+ * disturbance and λ1 on the hidden one. J is a concave quadratic in z = (n0, n1) ∈ R⁷; its maximiser
+ * solves H z = r (derived by hand from ∇J = 0; see the comments), computed here in float64.
+ */
+test('closed form: CG reaches the maximiser of a concave quadratic J within (free neurons) iterations; GA needs more', (t) => {
+  const lambda0 = 4;
+  const lambda1 = 1;
+  const base = tfl.sequential({
+    layers: [
+      tfl.layers.dense({units: 4, inputShape: [3], kernelInitializer: tfl.initializers.randomNormal({stddev: 0.8, seed: 1}), biasInitializer: 'ones'}),
+      tfl.layers.dense({units: 2, kernelInitializer: tfl.initializers.randomNormal({stddev: 0.4, seed: 2})}),
+    ],
+  });
+  base.compile({optimizer: 'sgd', loss: 'meanSquaredError'});
+  const model = instrument(base, {input: {kind: 'quadratic', lambda: lambda0}, hidden: {kind: 'quadratic', lambda: lambda1}});
+  assert.equal(disturbanceLayers(model).length, 2);
+  const W1 = matrix(base.layers[0].getWeights()[0]); // [3, 4]
+  const b1 = Array.from(base.layers[0].getWeights()[1].dataSync());
+  const W2 = matrix(base.layers[1].getWeights()[0]); // [4, 2]
+  const b2 = Array.from(base.layers[1].getWeights()[1].dataSync());
+  const K = 2;
+  const B = 3;
+  const xs = [[0.2, -0.5, 1.0], [1.5, 0.3, -0.7], [-1.0, 0.8, 0.1]];
+  const ys = [[1.0, -2.0], [0.5, 0.5], [-1.5, 2.5]];
+  // H = [[λ0 I + λ1 W1 W1ᵀ, −λ1 W1], [−λ1 W1ᵀ, λ1 I − (1/K) W2 W2ᵀ]]  (−½ Hessian of J)
+  const H: number[][] = Array.from({length: 7}, () => new Array<number>(7).fill(0));
+  for (let i = 0; i < 3; i++) {
+    H[i][i] += lambda0;
+    for (let j = 0; j < 3; j++) for (let k = 0; k < 4; k++) H[i][j] += lambda1 * W1[i][k] * W1[j][k];
+    for (let k = 0; k < 4; k++) {
+      H[i][3 + k] = -lambda1 * W1[i][k];
+      H[3 + k][i] = -lambda1 * W1[i][k];
+    }
+  }
+  for (let k = 0; k < 4; k++) {
+    H[3 + k][3 + k] += lambda1;
+    for (let m = 0; m < 4; m++) for (let o = 0; o < K; o++) H[3 + k][3 + m] -= (W2[k][o] * W2[m][o]) / K;
+  }
+  assert.ok(isPositiveDefinite(H), 'the test problem must be concave');
+  const jStar = xs.map((x, b) => {
+    const y = ys[b];
+    // r = [λ0 x − λ1 W1 b1 ; λ1 b1 − (1/K) W2 (y − b2)]
+    const r = [
+      ...x.map((xi, i) => lambda0 * xi - lambda1 * W1[i].reduce((s, w, k) => s + w * b1[k], 0)),
+      ...b1.map((bk, k) => lambda1 * bk - W2[k].reduce((s, w, o) => s + w * (y[o] - b2[o]), 0) / K),
+    ];
+    const z = solve(H, r);
+    const n0 = z.slice(0, 3);
+    const n1 = z.slice(3);
+    const f1 = b1.map((bk, k) => bk + n0.reduce((s, v, i) => s + v * W1[i][k], 0));
+    const yHat = b2.map((bo, o) => bo + n1.reduce((s, v, k) => s + v * W2[k][o], 0));
+    const c = yHat.reduce((s, v, o) => s + (y[o] - v) ** 2, 0) / K;
+    const rho0 = -lambda0 * n0.reduce((s, v, i) => s + (v - x[i]) ** 2, 0);
+    const rho1 = -lambda1 * n1.reduce((s, v, k) => s + (v - f1[k]) ** 2, 0);
+    return c + rho0 + rho1;
+  });
+  const x = tf.tensor2d(xs);
+  const y = tf.tensor2d(ys);
+  const rel = (got: ArrayLike<number>) => Math.max(...jStar.map((j, b) => Math.abs(got[b] - j) / Math.abs(j)));
+
+  const cg = deepAttack(model, x, y, {solver: 'cg', maxIterations: 7, tolerance: -1, init: 'zero'});
+  const cgGap = rel(cg.objective.dataSync());
+  assert.ok(cgGap <= 1e-4, `CG relative gap ${cgGap} after ${cg.iterations} iterations`);
+  assert.ok(cg.iterations <= 7);
+  // Gradient ascent with the best fixed step of a grid, given the same number of gradient evaluations, falls short.
+  let bestGa = Infinity;
+  for (const stepSize of [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]) {
+    const ga = deepAttack(model, x, y, {solver: 'gradient-ascent', stepSize, maxIterations: 1000, maxGradientEvaluations: cg.gradientEvaluations, tolerance: -1, init: 'zero'});
+    const gap = rel(ga.objective.dataSync());
+    if (Number.isFinite(gap)) bestGa = Math.min(bestGa, gap);
+    tf.dispose([...ga.disturbances, ga.objective]);
+  }
+  t.diagnostic(`CG: gap ${cgGap.toExponential(2)} in ${cg.iterations} iterations / ${cg.gradientEvaluations} gradient evaluations; best GA at that budget: ${bestGa.toExponential(2)}`);
+  assert.ok(bestGa > 1e-4, `gradient ascent reached ${bestGa} with ${cg.gradientEvaluations} gradient evaluations`);
+  // …and it needs more gradient evaluations than CG to get to 1e-4.
+  tf.dispose([x, y, ...cg.disturbances, cg.objective]);
+  void B;
+});
+
+function classification(seed: number, batch: number, dim: number) {
+  const x = tf.randomUniform([batch, dim], -1, 1, 'float32', seed);
+  const y = tf.tidy(() => tf.oneHot(tf.cast(tf.mul(tf.randomUniform([batch], 0, 2.999, 'float32', seed + 1), 1), 'int32'), 3));
+  return {x, y};
+}
+
+test('at the result, eq. 11 equals eq. 9 evaluated by a forward pass in add mode with d* (MLP and residual net)', () => {
+  for (const [name, build, dim] of [['mlp', () => mlp(), 6], ['residual', () => residual(), 5]] as const) {
+    const base = build();
+    base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+    const model = instrument(base, {input: {kind: 'linf', epsilon: 0.1}, hidden: {kind: 'quadratic', lambda: 2}});
+    const {x, y} = classification(21, 5, dim);
+    const r = deepAttack(model, x, y, {seed: 3, maxIterations: 8});
+    const eq9 = disturbedObjective(model, disturbanceLayers(model), x, y, r.disturbances, perExampleLoss(model));
+    const a = r.objective.dataSync();
+    const b = eq9.dataSync();
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) <= 1e-4 * Math.max(1, Math.abs(b[i])), `${name}: eq.11 ${v} vs eq.9 ${b[i]}`));
+    assert.ok(r.history[r.history.length - 1] > r.history[0], `${name}: the attack increased J`);
+    tf.dispose([x, y, eq9, r.objective, ...r.disturbances]);
+  }
+});
+
+test('per-example J never decreases along the CG iterations; examples are independent', () => {
+  const base = mlp();
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const model = instrument(base, {input: {kind: 'l2', epsilon: 0.3}, hidden: {kind: 'quadratic', lambda: 1}});
+  const layers = disturbanceLayers(model);
+  const {x, y} = classification(31, 6, 6);
+  const f = neuronObjective(model, layers, x, y, perExampleLoss(model));
+  const start = deepAttack(model, x, y, {maxIterations: 0, seed: 4});
+  // Neurons for the start point: n = f(·) + d via the zero-iteration attack's disturbances.
+  const n0 = tf.tidy(() => {
+    // a forward pass in add mode gives the neurons
+    const out: tf.Tensor[] = [];
+    layers.forEach((l, i) => l.setMode('add', start.disturbances[i], {record: true}));
+    try {
+      tf.dispose(model.apply(x, {training: false}) as tf.Tensor);
+      for (const l of layers) {
+        const rec = l.takeRecording()!;
+        out.push(tf.keep(tf.clone(rec.output!)));
+        rec.input!.dispose();
+        rec.output!.dispose();
+      }
+    } finally {
+      layers.forEach((l) => l.reset());
+    }
+    return out;
+  });
+  const res = conjugateGradient(f, n0, {maxIterations: 12, tolerance: -1});
+  for (let it = 1; it < res.exampleHistory.length; it++) {
+    res.exampleHistory[it].forEach((v, b) =>
+      assert.ok(v >= res.exampleHistory[it - 1][b] - 1e-6 * Math.abs(v), `example ${b} decreased at iteration ${it}: ${res.exampleHistory[it - 1][b]} → ${v}`),
+    );
+  }
+  tf.dispose([...n0, ...res.xs, res.objective, ...start.disturbances, start.objective]);
+
+  // Independence: batch result = one-example results (zero init so the start does not depend on the batch).
+  const batch = deepAttack(model, x, y, {init: 'zero', maxIterations: 6, tolerance: -1});
+  const whole = batch.objective.dataSync();
+  for (let b = 0; b < 6; b++) {
+    const xb = tf.slice(x, [b, 0], [1, -1]);
+    const yb = tf.slice(y, [b, 0], [1, -1]);
+    const one = deepAttack(model, xb, yb, {init: 'zero', maxIterations: 6, tolerance: -1});
+    const v = one.objective.dataSync()[0];
+    assert.ok(Math.abs(v - whole[b]) <= 1e-4 * Math.max(1, Math.abs(v)), `example ${b}: alone ${v}, in batch ${whole[b]}`);
+    tf.dispose([xb, yb, one.objective, ...one.disturbances]);
+  }
+  tf.dispose([x, y, batch.objective, ...batch.disturbances]);
+});
+
+test('project: true puts every dℓ exactly within its budget and box; violation is reported per layer', () => {
+  const base = mlp({activation: 'relu'});
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const model = instrument(base, {
+    input: {kind: 'linf', epsilon: 0.05, lambda: 1, box: [-1, 1]},
+    hidden: {kind: 'l2', epsilon: 0.2, lambda: 1},
+  });
+  const {x, y} = classification(41, 8, 6);
+  const loose = deepAttack(model, x, y, {seed: 5, maxIterations: 6});
+  assert.ok(Math.max(...loose.violation) > 1e-3, `with a small λ the soft budget is exceeded: ${loose.violation}`);
+  const exact = deepAttack(model, x, y, {seed: 5, maxIterations: 6, project: true});
+  assert.equal(exact.violation.length, 3);
+  exact.violation.forEach((v) => assert.ok(v <= 1e-6, `violation after projection ${v}`));
+  const [d0, d1, d2] = exact.disturbances;
+  assert.ok(tf.max(tf.abs(d0)).dataSync()[0] <= 0.05 + 1e-6);
+  for (const d of [d1, d2]) tf.sqrt(tf.sum(tf.square(d), 1)).dataSync().forEach((n) => assert.ok(n <= 0.2 + 1e-5, `L2 norm ${n}`));
+  const n0 = tf.add(x, d0);
+  assert.ok(tf.min(n0).dataSync()[0] >= -1 - 1e-6 && tf.max(n0).dataSync()[0] <= 1 + 1e-6);
+  // The objective reported after projection is eq. 9 at the projected disturbances.
+  const eq9 = disturbedObjective(model, disturbanceLayers(model), x, y, exact.disturbances, perExampleLoss(model)).dataSync();
+  exact.objective.dataSync().forEach((v, i) => assert.ok(Math.abs(v - eq9[i]) <= 1e-5 * Math.max(1, Math.abs(v))));
+  tf.dispose([x, y, n0, loose.objective, ...loose.disturbances, exact.objective, ...exact.disturbances]);
+});
+
+test('memory: only the returned tensors remain; weights are never written; penalties override switches layers off', () => {
+  const base = residual();
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const model = instrument(base);
+  const {x, y} = classification(51, 4, 5);
+  const weightsBefore = model.getWeights().map((w) => w.dataSync().slice());
+  const run = () => deepAttack(model, x, y, {seed: 6, maxIterations: 5, project: true});
+  const warm = run();
+  tf.dispose([warm.objective, ...warm.disturbances]);
+  for (let i = 0; i < 3; i++) {
+    const before = tf.memory().numTensors;
+    const r = run();
+    assert.equal(tf.memory().numTensors, before + r.disturbances.length + 1);
+    tf.dispose([r.objective, ...r.disturbances]);
+    assert.equal(tf.memory().numTensors, before);
+  }
+  model.getWeights().forEach((w, i) => assert.deepEqual(w.dataSync(), weightsBefore[i]));
+  const layers = disturbanceLayers(model);
+  const inputOnly = deepAttack(model, x, y, {seed: 6, maxIterations: 4, penalties: (_l, i) => (i === 0 ? {kind: 'linf', epsilon: 0.1} : null)});
+  assert.equal(inputOnly.disturbances.length, layers.length);
+  inputOnly.disturbances.slice(1).forEach((d) => assert.equal(tf.max(tf.abs(d)).dataSync()[0], 0));
+  assert.ok(tf.max(tf.abs(inputOnly.disturbances[0])).dataSync()[0] > 0);
+  tf.dispose([inputOnly.objective, ...inputOnly.disturbances]);
+  assert.throws(() => deepAttack(base, x, y), /no Disturbance layers.*instrument/);
+  assert.throws(() => deepAttack(model, x, y, {penalties: [null]}), /penalties has 1 entries but the model has 6/);
+  assert.throws(() => deepAttack(model, x, y, {solver: 'newton' as never}), /option 'solver'/);
+  const yBad = tf.zeros([3, 3]);
+  assert.throws(() => deepAttack(model, x, yBad), /same batch size/);
+  tf.dispose([x, y, yBad]);
+});
