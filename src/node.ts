@@ -14,3 +14,5 @@ export {fileSystem, writeFileAtomic, MODEL_JSON_FILENAME, WEIGHTS_BIN_FILENAME} 
 export type {FileSystemHandler} from './io/file_system.js';
 export {loadMnist, readIdx, loadIdxPair, defaultMnistDir} from './data/mnist.js';
 export type {LoadMnistOptions, MnistData, IdxFile, IdxPair, IdxPairOptions} from './data/mnist.js';
+export {selectBackend, BACKEND_PACKAGES} from './backend.js';
+export type {BackendChoice, SelectBackendOptions, SelectedBackend} from './backend.js';
