@@ -44,13 +44,12 @@ export {neuronObjective, disturbedObjective} from './objective/neuron_space.js';
 export {perExampleLoss, assertCompatibleXY} from './objective/loss.js';
 export type {LossFn, PerExampleLossFn} from './objective/loss.js';
 
-export {deepAttack} from './attacks/deep.js';
+export {deepAttack, predictDisturbed} from './attacks/deep.js';
 export type {DeepAttackOptions, DeepAttackResult} from './attacks/deep.js';
 export {fgsmAttack} from './attacks/fgsm.js';
 export type {FgsmOptions} from './attacks/fgsm.js';
 export {pgdAttack, pgdAttackWithInfo} from './attacks/pgd.js';
 export type {PgdOptions, PgdResult, AttackNorm} from './attacks/pgd.js';
 
-export {conjugateGradient} from './solvers/cg.js';
-export {gradientAscent} from './solvers/gradient_ascent.js';
-export type {BatchObjective, SolverOptions, SolverResult, IterationInfo} from './solvers/types.js';
+export {conjugateGradient, gradientAscent} from './solvers/index.js';
+export type {BatchObjective, SolverOptions, SolverResult, IterationInfo, CgOptions, GradientAscentOptions} from './solvers/index.js';

@@ -158,7 +158,8 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   );
   let n0: tf.Tensor[];
   try {
-    const r = forwardAdd(model, layers, x, d0, {penalties});
+    // Projected so that the start point respects every ball and box (e.g. valid pixel range).
+    const r = forwardAdd(model, layers, x, d0, {penalties, project: true});
     functionEvaluations++;
     n0 = r.neurons.map((n) => tf.clone(n));
     disposeAddResult(r);
@@ -255,4 +256,19 @@ function resolvePenalties(layers: Disturbance[], given: DeepAttackOptions['penal
     });
   }
   throw new Error('deepAttack: options.penalties must be an array or a function (layer, index) => penalty | null.');
+}
+
+/**
+ * The model's output with every Disturbance layer adding its dℓ (eq. 6), in
+ * inference mode — e.g. to measure accuracy under a disturbance found by
+ * {@link deepAttack}. `disturbances` has one tensor per Disturbance layer in
+ * model order (as `deepAttack` returns them), each with the batch size of `x`.
+ * Returns a new tensor; nothing else is left behind.
+ */
+export function predictDisturbed(model: tfl.LayersModel, x: tf.Tensor, disturbances: tf.Tensor[]): tf.Tensor {
+  const layers = disturbanceSites(model).map((s) => s.layer);
+  if (disturbances.length !== layers.length) {
+    throw new Error(`predictDisturbed: got ${disturbances.length} disturbances but model '${model.name}' has ${layers.length} Disturbance layers.`);
+  }
+  return withModes(layers, 'add', disturbances, () => model.apply(x, {training: false}) as tf.Tensor);
 }
