@@ -1,0 +1,137 @@
+/**
+ * Convergence of the inner maximisation (eq. 11): CG against plain gradient
+ * ascent, as the mean objective J versus the number of batched gradient
+ * evaluations — the cost unit that matters (one forward + one backward pass
+ * of the whole batch each, line-search evaluations included).
+ *
+ * @packageDocumentation
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+import type {DeepAttackOptions} from '../attacks/deep.js';
+import {disturbanceSites, instrument} from '../model/instrument.js';
+import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
+import {disposeAddResult, forwardAdd, neuronObjective} from '../objective/neuron_space.js';
+import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
+import {conjugateGradient} from '../solvers/cg.js';
+import {gradientAscent} from '../solvers/gradient_ascent.js';
+import type {IterationInfo, SolverResult} from '../solvers/types.js';
+
+/** Options of {@link solverConvergence}. */
+export interface ConvergenceOptions {
+  /** Budget of batched gradient evaluations per solver (start included); default 40. */
+  maxGradientEvaluations?: number;
+  /** Fixed step sizes of the gradient-ascent runs (one run each); default `[0.01, 0.1]`. */
+  stepSizes?: number[];
+  /** Penalties instead of the layers' own (as in {@link DeepAttackOptions.penalties}, array form). */
+  penalties?: (PenaltyConfig | null)[];
+  /** Loss; default the model's compiled loss. */
+  loss?: string | LossFn;
+}
+
+/** One point of a convergence curve. */
+export interface ConvergencePoint {
+  /** Batched gradient evaluations spent so far (the start point costs 1). */
+  gradientEvaluations: number;
+  /** Mean over the batch of J_b (eq. 11). */
+  objective: number;
+}
+
+/** One solver run. */
+export interface ConvergenceRun {
+  /** `'cg'` or `'gradient-ascent'`. */
+  solver: 'cg' | 'gradient-ascent';
+  /** Human-readable label, e.g. `'CG'`, `'gradient ascent η=0.01'`. */
+  label: string;
+  /** Step size (gradient ascent only). */
+  stepSize: number | null;
+  points: ConvergencePoint[];
+}
+
+/** Result of {@link solverConvergence} (plain JSON). */
+export interface ConvergenceResult {
+  examples: number;
+  /** Disturbance layers attacked. */
+  layers: string[];
+  /** True when the model had no Disturbance layers and a temporary instrumented copy was used. */
+  instrumented: boolean;
+  runs: ConvergenceRun[];
+}
+
+/**
+ * Runs CG and fixed-step gradient ascent on eq. 11 for one batch, from the
+ * same start (every dℓ = 0, i.e. the clean neurons), and records the mean
+ * objective after every iteration against the gradient evaluations spent.
+ * A model without Disturbance layers is instrumented on the fly (sharing its
+ * weights; the model is not changed). Every tensor created is disposed.
+ *
+ * @param model A compiled model (or pass `options.loss`).
+ * @param x A batch of inputs.
+ * @param y Its targets.
+ */
+export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: ConvergenceOptions = {}): ConvergenceResult {
+  const who = 'solverConvergence';
+  assertCompatibleXY(model, x, y);
+  const budget = options.maxGradientEvaluations ?? 40;
+  if (typeof budget !== 'number' || !Number.isInteger(budget) || budget < 1) {
+    throw new Error(`${who}: options.maxGradientEvaluations must be an integer >= 1, got ${String(budget)}.`);
+  }
+  const stepSizes = options.stepSizes ?? [0.01, 0.1];
+  if (!Array.isArray(stepSizes) || stepSizes.some((s) => typeof s !== 'number' || !(s > 0) || !Number.isFinite(s))) {
+    throw new Error(`${who}: options.stepSizes must be an array of positive numbers, got ${JSON.stringify(stepSizes)}.`);
+  }
+  let attacked = model;
+  let instrumented = false;
+  if (disturbanceSites(model).length === 0) {
+    attacked = instrument(model, {name: `${model.name}_convergence_instrumented`});
+    instrumented = true;
+  }
+  const sites = disturbanceSites(attacked);
+  let penalties: (PenaltyConfig | null)[] = sites.map((s) => s.layer.penalty);
+  if (options.penalties !== undefined) {
+    if (!Array.isArray(options.penalties) || options.penalties.length !== sites.length) {
+      throw new Error(`${who}: options.penalties must have one entry per Disturbance layer (${sites.length}).`);
+    }
+    penalties = options.penalties.map((p, i) => (p == null ? null : validatePenalty(p, `${who}: options.penalties[${i}]`)));
+  }
+  const active = sites.map((_, i) => i).filter((i) => penalties[i] != null);
+  if (active.length === 0) throw new Error(`${who}: options.penalties switches every Disturbance layer off.`);
+  const layers = active.map((i) => sites[i].layer);
+  const activePenalties = active.map((i) => penalties[i] as PenaltyConfig);
+  const loss = perExampleLoss(attacked, options.loss);
+  const B = x.shape[0];
+
+  // Start: the clean neurons (every dℓ = 0).
+  const zeros = active.map((i) => tf.zeros([B, ...(sites[i].inputShape.slice(1) as number[])]));
+  let n0: tf.Tensor[];
+  try {
+    const r = forwardAdd(attacked, layers, x, zeros);
+    n0 = r.neurons.map((t) => tf.clone(t));
+    disposeAddResult(r);
+  } finally {
+    tf.dispose(zeros);
+  }
+  const f = neuronObjective(attacked, layers, x, y, loss, activePenalties);
+  const runs: ConvergenceRun[] = [];
+  const record = (solver: ConvergenceRun['solver'], label: string, stepSize: number | null, solve: (cb: (i: IterationInfo) => void) => SolverResult) => {
+    const points: ConvergencePoint[] = [];
+    const res = solve((i) => points.push({gradientEvaluations: i.gradientEvaluations, objective: i.meanObjective}));
+    points.unshift({gradientEvaluations: 1, objective: res.history[0]});
+    tf.dispose([...res.xs, res.objective]);
+    runs.push({solver, label, stepSize, points});
+  };
+  try {
+    record('cg', 'CG', null, (onIteration) =>
+      conjugateGradient(f, n0, {maxIterations: budget, maxGradientEvaluations: budget, tolerance: -1, gradientTolerance: -1, onIteration}),
+    );
+    for (const eta of stepSizes) {
+      record('gradient-ascent', `gradient ascent η=${eta}`, eta, (onIteration) =>
+        gradientAscent(f, n0, {stepSize: eta, maxIterations: budget, maxGradientEvaluations: budget, tolerance: -1, gradientTolerance: -1, onIteration}),
+      );
+    }
+  } finally {
+    tf.dispose(n0);
+  }
+  return {examples: B, layers: layers.map((l) => l.name), instrumented, runs};
+}

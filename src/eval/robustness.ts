@@ -1,0 +1,810 @@
+/**
+ * Robustness evaluation: clean accuracy, robust accuracy per attack and per ε,
+ * the worst case over all attacks per example, and a per-layer vulnerability
+ * profile under the deep attack.
+ *
+ * Conventions used throughout (and in the JSON results):
+ *
+ * - An example is **correct** when the model's predicted class equals its
+ *   label: `argmax` of the output for outputs with several units (labels either
+ *   one-hot/probabilities of the same shape, or class indices `[B]`/`[B, 1]`),
+ *   `output > 0.5` vs `label > 0.5` for a single output unit.
+ * - An example is **robust** to an attack at ε when it is correct on the clean
+ *   input *and* correct on the attacked input (as RobustBench/AutoAttack
+ *   count it), so robust accuracy never exceeds clean accuracy.
+ * - The **worst case** at (norm, ε) counts an example as robust only if it is
+ *   robust to every attack evaluated at that norm and ε. Attacks of different
+ *   norms are never mixed (an L2 ε and an L∞ ε are different threat models).
+ *
+ * @packageDocumentation
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+import {deepAttack, DeepAttackOptions, predictDisturbed} from '../attacks/deep.js';
+import {fgsmAttack} from '../attacks/fgsm.js';
+import {AttackNorm, pgdAttackWithInfo} from '../attacks/pgd.js';
+import {Disturbance} from '../layers/disturbance.js';
+import {DEFAULT_HIDDEN_PENALTY, DEFAULT_INPUT_PENALTY, disturbanceSites, instrument} from '../model/instrument.js';
+import {assertCompatibleXY, LossFn} from '../objective/loss.js';
+import {forwardAdd, disposeAddResult} from '../objective/neuron_space.js';
+import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
+
+/** FGSM (or FGSM-RS with `randomStart`) at every ε of the list; L∞ threat model. */
+export interface FgsmAttackSpec {
+  kind: 'fgsm';
+  /** Name in the results (unique). Default `'FGSM'` / `'FGSM-RS'`. */
+  name?: string;
+  /** L∞ radii. Default: {@link RobustnessOptions.epsilons}. */
+  epsilons?: number[];
+  /** FGSM-RS of Wong et al. (random start, step `alpha`). Default false. */
+  randomStart?: boolean;
+  /** Step of FGSM-RS; default 1.25 ε. */
+  alpha?: number;
+  /** Count this attack in the worst case (default true). */
+  includeInWorstCase?: boolean;
+}
+
+/** PGD-k (Madry et al.) with random restarts at every ε of the list. */
+export interface PgdAttackSpec {
+  kind: 'pgd';
+  /** Name in the results (unique). Default e.g. `'PGD-10 L∞'`, `'PGD-20×3 L2'`. */
+  name?: string;
+  /** Radii. Default: {@link RobustnessOptions.epsilons}. */
+  epsilons?: number[];
+  /** Threat model; default `'linf'`. */
+  norm?: AttackNorm;
+  /** Gradient steps per restart; default 10. */
+  steps?: number;
+  /** Random restarts (per example the highest-loss run is kept); default 1. */
+  restarts?: number;
+  /** Step length as a fraction of ε; default 2.5 / steps (Madry et al.). */
+  relativeStepSize?: number;
+  /** Random start in the ε-ball; default true. */
+  randomStart?: boolean;
+  /** Count this attack in the worst case (default true). */
+  includeInWorstCase?: boolean;
+}
+
+/**
+ * The deep attack: batched CG on eq. 11 over every Disturbance layer, d* then
+ * projected exactly onto each layer's ball/box (`project: true`).
+ *
+ * Two ways to set the budgets:
+ * - `epsilons` (or {@link RobustnessOptions.epsilons}): a sweep over the
+ *   *input* budget. At each ε the input disturbance d₀ gets
+ *   `{kind: norm, epsilon: ε, box: clip}` and every hidden disturbance gets
+ *   `hidden` (default: the layer's own penalty; `null` switches hidden layers
+ *   off, leaving a CG input attack).
+ * - `penalties` (no sweep): the penalties exactly as {@link deepAttack} takes
+ *   them; the result has one point with `epsilon: null`. With neither
+ *   `penalties` nor any ε list, the model's own penalties are used.
+ *
+ * A model without Disturbance layers is instrumented on the fly with
+ * `instrument` (input disturbance, plus `hidden` — default
+ * {@link DEFAULT_HIDDEN_PENALTY} — after every neuron block). The instrumented
+ * copy shares the model's weights; the model itself is not changed.
+ */
+export interface DeepAttackSpec {
+  kind: 'deep';
+  /** Name in the results (unique). Default `'Deep (CG)'`. */
+  name?: string;
+  /** Input budgets to sweep. Default: {@link RobustnessOptions.epsilons} unless `penalties` is given. */
+  epsilons?: number[];
+  /** Norm of the input budget in the sweep; default `'linf'`. */
+  norm?: 'linf' | 'l2' | 'l1';
+  /** Penalty of every hidden disturbance in the sweep (`null`: hidden layers off). Default: each layer's own. */
+  hidden?: PenaltyConfig | null;
+  /** Fixed penalties (one per Disturbance layer, or a function), as in {@link DeepAttackOptions.penalties}; no sweep. */
+  penalties?: DeepAttackOptions['penalties'];
+  /** Solver; default `'cg'`. */
+  solver?: 'cg' | 'gradient-ascent';
+  /** Solver iterations; default 10 (CG). */
+  maxIterations?: number;
+  /** Budget of batched gradient evaluations per batch. */
+  maxGradientEvaluations?: number;
+  /** Count this attack in the worst case (default true; only points with a numeric ε take part). */
+  includeInWorstCase?: boolean;
+}
+
+/** An attack of {@link evaluateRobustness}. */
+export type RobustnessAttack = FgsmAttackSpec | PgdAttackSpec | DeepAttackSpec;
+
+/** A progress report of {@link evaluateRobustness} and {@link layerVulnerability}. */
+export interface RobustnessProgress {
+  /** What is running. */
+  stage: 'clean' | 'attack' | 'layer-profile';
+  /** Attack name (stage `attack`) or layer name (stage `layer-profile`). */
+  name?: string;
+  /** ε (absolute; relative for the layer profile). */
+  epsilon?: number | null;
+  /** Work units finished so far, and in total. */
+  done: number;
+  total: number;
+}
+
+/** Options of {@link evaluateRobustness}. */
+export interface RobustnessOptions {
+  /** Attacks to run. An empty list gives the clean accuracy only. */
+  attacks: RobustnessAttack[];
+  /** Examples per batch; default 256. Results do not depend on it except through the random starts. */
+  batchSize?: number;
+  /** Default ε list of the attacks that give none. */
+  epsilons?: number[];
+  /** Valid input range `[lo, hi]` (e.g. `[0, 1]` for images): every attack stays inside it. */
+  clip?: [number, number];
+  /** Loss the attacks maximise; default the model's compiled loss. */
+  loss?: string | LossFn;
+  /** Seed of the random starts (same seed and batch size → identical results). Default 0. */
+  seed?: number;
+  /** Also compute the per-layer vulnerability profile ({@link layerVulnerability}); `true` for defaults. */
+  layerProfile?: boolean | LayerProfileOptions;
+  /** Include per-example outcomes (0/1 lists) in the result; default false. */
+  perExample?: boolean;
+  /** Called after every unit of work. */
+  onProgress?: (p: RobustnessProgress) => void;
+}
+
+/** One (attack, ε) result. */
+export interface AttackPoint {
+  /** Radius (`null` for a deep attack with fixed penalties). */
+  epsilon: number | null;
+  /** Fraction of examples robust to this attack at this ε (see the module notes). */
+  accuracy: number;
+  /** Number of robust examples. */
+  robust: number;
+  /** Batched gradient evaluations spent, summed over batches. */
+  gradientEvaluations: number;
+  /** Wall-clock seconds. */
+  seconds: number;
+}
+
+/** Results of one attack over its ε list. */
+export interface AttackResult {
+  name: string;
+  kind: RobustnessAttack['kind'];
+  /** Norm of the threat model (for the deep attack: of its input budget). */
+  norm: 'linf' | 'l2' | 'l1';
+  /** The attack's settings, defaults filled in (JSON). */
+  settings: Record<string, unknown>;
+  includeInWorstCase: boolean;
+  points: AttackPoint[];
+}
+
+/** Worst case over the attacks at one (norm, ε). */
+export interface WorstCasePoint {
+  norm: 'linf' | 'l2' | 'l1';
+  epsilon: number;
+  /** Fraction of examples robust to every attack listed in `attacks`. */
+  accuracy: number;
+  robust: number;
+  /** Names of the attacks evaluated at this (norm, ε). */
+  attacks: string[];
+}
+
+/** Result of {@link evaluateRobustness}: a plain JSON-serialisable object. */
+export interface RobustnessResult {
+  /** Number of evaluated examples. */
+  examples: number;
+  /** Fraction classified correctly without attack. */
+  cleanAccuracy: number;
+  /** The `clip` box used, or null. */
+  clip: [number, number] | null;
+  seed: number;
+  batchSize: number;
+  attacks: AttackResult[];
+  /** Worst case per (norm, ε), sorted by norm then ε. */
+  worstCase: WorstCasePoint[];
+  /** Per-layer vulnerability profile, when requested. */
+  layerProfile?: LayerProfile;
+  /** Per-example 0/1 outcomes, when requested: `attacks[name][String(ε)]`. */
+  perExample?: {clean: number[]; attacks: Record<string, Record<string, number[]>>};
+  /** Wall-clock seconds of the whole evaluation. */
+  seconds: number;
+}
+
+/** Options of {@link layerVulnerability}. */
+export interface LayerProfileOptions {
+  /** Relative budgets ε_rel (see {@link layerVulnerability}); default `[0.1]`. */
+  relativeEpsilons?: number[];
+  /** Examples per batch; default 256. */
+  batchSize?: number;
+  /** Valid input range: the input layer's disturbed input stays inside it. */
+  clip?: [number, number];
+  /** CG iterations; default 10. */
+  maxIterations?: number;
+  /** Loss to maximise; default the model's compiled loss. */
+  loss?: string | LossFn;
+  /** Seed of the random start of the deep attack; default 0. */
+  seed?: number;
+  /** Progress callback. */
+  onProgress?: (p: RobustnessProgress) => void;
+}
+
+/** Robust accuracy of one layer under the one-layer deep attack. */
+export interface LayerVulnerability {
+  /** Name of the Disturbance layer (in the possibly instrumented model). */
+  name: string;
+  /** ℓ: position among the Disturbance layers, 0 nearest the input. */
+  index: number;
+  /** True for the disturbance of the model input (d₀). */
+  isInput: boolean;
+  /** Shape of the disturbed activation without the batch axis. */
+  shape: number[];
+  /** Number of units of that activation. */
+  units: number;
+  /** mean_b ‖a_ℓ(x_b)‖₂ of the clean activation over the evaluated examples. */
+  meanActivationNorm: number;
+  /** One point per relative budget: absolute L2 radius ε_ℓ = ε_rel · meanActivationNorm and robust accuracy. */
+  points: {relativeEpsilon: number; epsilon: number; accuracy: number; robust: number}[];
+}
+
+/** Result of {@link layerVulnerability} (plain JSON). */
+export interface LayerProfile {
+  /** The budget rule, in words. */
+  budget: string;
+  relativeEpsilons: number[];
+  examples: number;
+  cleanAccuracy: number;
+  /** True when the model had no Disturbance layers and a temporary instrumented copy was used. */
+  instrumented: boolean;
+  layers: LayerVulnerability[];
+  seconds: number;
+}
+
+/** Outcome of one attack at one ε, per example (1 = robust), used by {@link worstCaseAccuracy}. */
+export interface AttackOutcome {
+  attack: string;
+  norm: 'linf' | 'l2' | 'l1';
+  epsilon: number;
+  /** 1 (or true) where the example survived this attack. */
+  correct: ArrayLike<number | boolean>;
+}
+
+const WHO = 'evaluateRobustness';
+const NORM_ORDER = {linf: 0, l2: 1, l1: 2} as const;
+
+/**
+ * Worst case over attacks per example: at each (norm, ε), an example is robust
+ * only if it is correct on the clean input and survives every attack evaluated
+ * at that (norm, ε). Pure function on 0/1 lists; used by
+ * {@link evaluateRobustness}.
+ *
+ * @param clean 1 (or true) where the clean prediction is correct; length N.
+ * @param outcomes Per attack and ε, 1 where the example survived (length N each).
+ * @returns One point per distinct (norm, ε), sorted by norm (L∞, L2, L1) then ε.
+ */
+export function worstCaseAccuracy(clean: ArrayLike<number | boolean>, outcomes: AttackOutcome[]): WorstCasePoint[] {
+  const n = clean.length;
+  const groups = new Map<string, {norm: AttackOutcome['norm']; epsilon: number; alive: Uint8Array; attacks: string[]}>();
+  for (const o of outcomes) {
+    if (o.correct.length !== n) {
+      throw new Error(`worstCaseAccuracy: outcome of '${o.attack}' at ε=${o.epsilon} has ${o.correct.length} entries, expected ${n}.`);
+    }
+    const key = `${o.norm}:${o.epsilon}`;
+    let g = groups.get(key);
+    if (!g) {
+      const alive = new Uint8Array(n);
+      for (let i = 0; i < n; i++) alive[i] = clean[i] ? 1 : 0;
+      g = {norm: o.norm, epsilon: o.epsilon, alive, attacks: []};
+      groups.set(key, g);
+    }
+    if (!g.attacks.includes(o.attack)) g.attacks.push(o.attack);
+    for (let i = 0; i < n; i++) if (!o.correct[i]) g.alive[i] = 0;
+  }
+  return [...groups.values()]
+    .sort((a, b) => NORM_ORDER[a.norm] - NORM_ORDER[b.norm] || a.epsilon - b.epsilon)
+    .map((g) => {
+      const robust = g.alive.reduce((s, v) => s + v, 0);
+      return {norm: g.norm, epsilon: g.epsilon, accuracy: n === 0 ? 0 : robust / n, robust, attacks: g.attacks};
+    });
+}
+
+/**
+ * Per-example correctness (1/0) of predictions `yPred` against labels `yTrue`,
+ * with the conventions of this module (argmax for several output units,
+ * threshold 0.5 for one).
+ */
+export function correctPredictions(yTrue: tf.Tensor, yPred: tf.Tensor): Uint8Array {
+  const b = yPred.shape[0];
+  const flags = tf.tidy(() => {
+    const units = yPred.rank >= 2 ? yPred.shape[yPred.rank - 1] : 1;
+    if (units === 1) {
+      return tf.equal(tf.greater(tf.reshape(yPred, [b]), 0.5), tf.greater(tf.reshape(yTrue, [b]), 0.5));
+    }
+    const pred = tf.argMax(yPred, -1);
+    let label: tf.Tensor;
+    if (tf.util.arraysEqual(yTrue.shape, yPred.shape)) label = tf.argMax(yTrue, -1);
+    else if (yTrue.size === b) label = tf.cast(tf.round(tf.reshape(yTrue, [b])), 'int32');
+    else {
+      throw new Error(
+        `labels of shape [${yTrue.shape.join(', ')}] do not match predictions of shape [${yPred.shape.join(', ')}]: ` +
+          'expected one-hot labels of the same shape or class indices [B] / [B, 1].',
+      );
+    }
+    return tf.equal(tf.reshape(pred, [b]), tf.reshape(label, [b]));
+  });
+  const out = Uint8Array.from(flags.dataSync());
+  flags.dispose();
+  return out;
+}
+
+function checkNumberList(v: unknown, what: string, min = 0): number[] {
+  if (!Array.isArray(v) || v.length === 0) throw new Error(`${WHO}: ${what} must be a non-empty array of numbers, got ${JSON.stringify(v)}.`);
+  for (const e of v) {
+    if (typeof e !== 'number' || !Number.isFinite(e) || e < min) {
+      throw new Error(`${WHO}: ${what} must hold finite numbers >= ${min}, got ${JSON.stringify(e)}.`);
+    }
+  }
+  return [...v];
+}
+
+function checkInt(v: unknown, what: string, min: number, fallback: number): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new Error(`${WHO}: ${what} must be an integer >= ${min}, got ${String(v)}.`);
+  return v;
+}
+
+function checkClip(clip: unknown, who: string): [number, number] | undefined {
+  if (clip === undefined || clip === null) return undefined;
+  if (!Array.isArray(clip) || clip.length !== 2 || clip.some((c) => typeof c !== 'number' || Number.isNaN(c)) || !(clip[0] <= clip[1])) {
+    throw new Error(`${who}: options.clip must be [lo, hi] with lo <= hi, got ${JSON.stringify(clip)}.`);
+  }
+  return [clip[0], clip[1]];
+}
+
+const NORM_LABEL = {linf: 'L∞', l2: 'L2', l1: 'L1'} as const;
+
+/** An attack spec with defaults filled in, and how to run it on one batch. */
+interface PreparedAttack {
+  name: string;
+  kind: RobustnessAttack['kind'];
+  norm: 'linf' | 'l2' | 'l1';
+  epsilons: (number | null)[];
+  includeInWorstCase: boolean;
+  settings: Record<string, unknown>;
+  /** Runs the attack at ε on a batch; returns the predictions on the attacked batch and the gradient evaluations. */
+  run(x: tf.Tensor, y: tf.Tensor, epsilon: number | null, seed: number): {pred: tf.Tensor; gradientEvaluations: number};
+}
+
+/** True when the Disturbance layer reads the model input directly (it carries d₀). */
+function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
+  const input = model.inputs[0];
+  const nodes = (layer as unknown as {inboundNodes: {inputTensors: tfl.SymbolicTensor[]}[]}).inboundNodes ?? [];
+  return nodes.some((n) => n.inputTensors.some((t) => t === input || (t.id === input.id && t.name === input.name)));
+}
+
+function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
+  const where = `${WHO}: attack '${spec.name ?? 'deep'}'`;
+  if (spec.penalties !== undefined && spec.epsilons !== undefined) {
+    throw new Error(`${where}: give either 'penalties' (fixed budgets) or 'epsilons' (a sweep of the input budget), not both.`);
+  }
+  const norm = spec.norm ?? 'linf';
+  if (!(norm in NORM_LABEL)) throw new Error(`${where}: 'norm' must be 'linf', 'l2' or 'l1', got ${JSON.stringify(norm)}.`);
+  const hidden = spec.hidden === undefined || spec.hidden === null ? spec.hidden : validatePenalty(spec.hidden, `${where}: 'hidden'`);
+  const sweep = spec.penalties === undefined ? (spec.epsilons ?? o.epsilons) : undefined;
+  const epsilons: (number | null)[] = sweep ? checkNumberList(sweep, `attack '${spec.name ?? 'deep'}' epsilons`) : [null];
+
+  // The model to attack: the model itself, or an instrumented copy sharing its weights.
+  let attacked = model;
+  let instrumented = false;
+  const sites = disturbanceSites(model);
+  if (sites.length === 0) {
+    attacked = instrument(model, {
+      input: sweep ? {kind: norm, epsilon: 0} : DEFAULT_INPUT_PENALTY,
+      hidden: hidden === undefined ? DEFAULT_HIDDEN_PENALTY : hidden,
+      name: `${model.name}_eval_instrumented`,
+    });
+    instrumented = true;
+  } else if (sweep && !sites.some((s) => isInputSite(model, s.layer))) {
+    attacked = instrument(model, {input: {kind: norm, epsilon: 0}, hidden: null, name: `${model.name}_eval_instrumented`});
+    instrumented = true;
+  }
+  const layers = disturbanceSites(attacked).map((s) => s.layer);
+  const inputFlags = layers.map((l) => isInputSite(attacked, l));
+  const iterations = spec.maxIterations;
+  const settings: Record<string, unknown> = {
+    solver: spec.solver ?? 'cg',
+    maxIterations: iterations ?? (spec.solver === 'gradient-ascent' ? 20 : 10),
+    maxGradientEvaluations: spec.maxGradientEvaluations ?? null,
+    project: true,
+    instrumented,
+    layers: layers.map((l) => l.name),
+  };
+  if (sweep) {
+    settings.inputNorm = norm;
+    settings.hidden = hidden === undefined ? 'own' : hidden;
+  } else {
+    settings.penalties = typeof spec.penalties === 'function' ? 'custom function' : spec.penalties ?? 'own';
+  }
+  return {
+    name: spec.name ?? 'Deep (CG)',
+    kind: 'deep',
+    norm,
+    epsilons,
+    includeInWorstCase: spec.includeInWorstCase ?? true,
+    settings,
+    run(x, y, epsilon, seed) {
+      let penalties: DeepAttackOptions['penalties'] = spec.penalties;
+      if (epsilon !== null) {
+        const input: PenaltyConfig = o.clip ? {kind: norm, epsilon, box: o.clip} : {kind: norm, epsilon};
+        penalties = layers.map((l, i) => (inputFlags[i] ? input : hidden === undefined ? l.penalty : hidden));
+      }
+      const r = deepAttack(attacked, x, y, {
+        penalties,
+        project: true,
+        seed,
+        solver: spec.solver,
+        maxIterations: spec.maxIterations,
+        maxGradientEvaluations: spec.maxGradientEvaluations,
+        loss: o.loss,
+      });
+      try {
+        return {pred: predictDisturbed(attacked, x, r.disturbances), gradientEvaluations: r.gradientEvaluations};
+      } finally {
+        tf.dispose([...r.disturbances, r.objective]);
+      }
+    },
+  };
+}
+
+function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
+  if (spec === null || typeof spec !== 'object') throw new Error(`${WHO}: every entry of options.attacks must be an object with a 'kind'.`);
+  const forWorst = spec.includeInWorstCase ?? true;
+  switch (spec.kind) {
+    case 'fgsm': {
+      const name = spec.name ?? (spec.randomStart ? 'FGSM-RS' : 'FGSM');
+      const eps = spec.epsilons ?? o.epsilons;
+      if (eps === undefined) throw new Error(`${WHO}: attack '${name}' has no epsilons; give attack.epsilons or options.epsilons.`);
+      return {
+        name,
+        kind: 'fgsm',
+        norm: 'linf',
+        epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
+        includeInWorstCase: forWorst,
+        settings: {randomStart: spec.randomStart ?? false, alpha: spec.alpha ?? (spec.randomStart ? '1.25ε' : null)},
+        run(x, y, epsilon, seed) {
+          const adv = fgsmAttack(model, x, y, {epsilon: epsilon as number, clip: o.clip, randomStart: spec.randomStart, alpha: spec.alpha, seed, loss: o.loss});
+          try {
+            return {pred: model.predict(adv) as tf.Tensor, gradientEvaluations: 1};
+          } finally {
+            adv.dispose();
+          }
+        },
+      };
+    }
+    case 'pgd': {
+      const norm = spec.norm ?? 'linf';
+      if (norm !== 'linf' && norm !== 'l2') throw new Error(`${WHO}: attack '${spec.name ?? 'pgd'}': 'norm' must be 'linf' or 'l2', got ${JSON.stringify(norm)}.`);
+      const steps = checkInt(spec.steps, `attack '${spec.name ?? 'pgd'}' steps`, 1, 10);
+      const restarts = checkInt(spec.restarts, `attack '${spec.name ?? 'pgd'}' restarts`, 1, 1);
+      const name = spec.name ?? `PGD-${steps}${restarts > 1 ? `×${restarts}` : ''} ${NORM_LABEL[norm]}`;
+      const rel = spec.relativeStepSize ?? 2.5 / steps;
+      if (typeof rel !== 'number' || !Number.isFinite(rel) || rel < 0) {
+        throw new Error(`${WHO}: attack '${name}': 'relativeStepSize' must be a finite number >= 0, got ${String(rel)}.`);
+      }
+      const eps = spec.epsilons ?? o.epsilons;
+      if (eps === undefined) throw new Error(`${WHO}: attack '${name}' has no epsilons; give attack.epsilons or options.epsilons.`);
+      return {
+        name,
+        kind: 'pgd',
+        norm,
+        epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
+        includeInWorstCase: forWorst,
+        settings: {norm, steps, restarts, relativeStepSize: rel, randomStart: spec.randomStart ?? true},
+        run(x, y, epsilon, seed) {
+          const e = epsilon as number;
+          const r = pgdAttackWithInfo(model, x, y, {
+            epsilon: e, norm, steps, restarts, stepSize: rel * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: o.loss,
+          });
+          try {
+            return {pred: model.predict(r.adversarial) as tf.Tensor, gradientEvaluations: r.gradientEvaluations};
+          } finally {
+            tf.dispose([r.adversarial, r.loss]);
+          }
+        },
+      };
+    }
+    case 'deep':
+      return prepareDeep(model, spec, o);
+    default:
+      throw new Error(`${WHO}: unknown attack kind ${JSON.stringify((spec as {kind?: unknown}).kind)}; expected 'fgsm', 'pgd' or 'deep'.`);
+  }
+}
+
+function batches(n: number, batchSize: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let s = 0; s < n; s += batchSize) out.push([s, Math.min(batchSize, n - s)]);
+  return out;
+}
+
+function sliceBatch(t: tf.Tensor, start: number, size: number): tf.Tensor {
+  return tf.slice(t, [start], [size]);
+}
+
+/** Seed for batch `b` of point `p` of attack `a`, from the user seed. */
+function pointSeed(seed: number, a: number, p: number, b: number): number {
+  return (((seed * 1000003) ^ (a * 7919 + p * 104729 + b * 1299709)) >>> 0) % 2147483647;
+}
+
+function checkInputs(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, who: string): void {
+  if (!(model instanceof tfl.LayersModel)) throw new Error(`${who}: model must be a tfjs-layers LayersModel (tf.sequential / tf.model).`);
+  if (!(x instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor.`);
+  if (!(y instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor.`);
+  if (x.isDisposed || y.isDisposed) throw new Error(`${who}: x or y was already disposed.`);
+  try {
+    assertCompatibleXY(model, x, y);
+  } catch (e) {
+    throw new Error(`${who}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Evaluates a classifier's robustness: clean accuracy; for every attack and
+ * every ε, robust accuracy; and the worst case over all attacks per example
+ * (an example counts as robust only if it survives every attack at that norm
+ * and ε, as AutoAttack reports). Optionally the per-layer vulnerability
+ * profile ({@link layerVulnerability}).
+ *
+ * ```ts
+ * const r = evaluateRobustness(model, xTest, yTest, {
+ *   epsilons: [0, 0.05, 0.1, 0.2], clip: [0, 1],
+ *   attacks: [{kind: 'fgsm'}, {kind: 'pgd', steps: 20, restarts: 3}, {kind: 'deep', hidden: {kind: 'quadratic', lambda: 10}}],
+ * });
+ * console.log(r.cleanAccuracy, r.worstCase);
+ * ```
+ *
+ * The model runs in inference mode and is never modified: a model without
+ * Disturbance layers is attacked through a temporary instrumented copy sharing
+ * its weights. Every tensor created is disposed; `x` and `y` are not.
+ *
+ * @param model A compiled single-input, single-output classifier (or pass `options.loss`).
+ * @param x Inputs `[N, ...inputShape]`.
+ * @param y Labels: one-hot `[N, K]`, class indices `[N]`/`[N, 1]`, or 0/1 for one output unit.
+ * @returns A plain JSON-serialisable {@link RobustnessResult}.
+ * @throws Errors naming the bad option or attack field, mismatched shapes, a model without loss.
+ */
+export function evaluateRobustness(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: RobustnessOptions): RobustnessResult {
+  const t0 = Date.now();
+  checkInputs(model, x, y, WHO);
+  if (options === null || typeof options !== 'object') throw new Error(`${WHO}: options must be an object {attacks, batchSize, ...}.`);
+  if (!Array.isArray(options.attacks)) throw new Error(`${WHO}: options.attacks must be an array of attacks ({kind: 'fgsm' | 'pgd' | 'deep', ...}).`);
+  const batchSize = checkInt(options.batchSize, 'options.batchSize', 1, 256);
+  const seed = options.seed ?? 0;
+  if (typeof seed !== 'number' || !Number.isFinite(seed)) throw new Error(`${WHO}: options.seed must be a finite number, got ${String(seed)}.`);
+  const clip = checkClip(options.clip, WHO);
+  const epsilons = options.epsilons === undefined ? undefined : checkNumberList(options.epsilons, 'options.epsilons');
+  const prepared = options.attacks.map((a) => prepare(model, a, {epsilons, clip, loss: options.loss}));
+  const names = new Set<string>();
+  for (const p of prepared) {
+    if (names.has(p.name)) throw new Error(`${WHO}: two attacks are named '${p.name}'; give them distinct 'name's.`);
+    names.add(p.name);
+  }
+
+  const n = x.shape[0];
+  const parts = batches(n, batchSize);
+  const clean = new Uint8Array(n);
+  const outcomes = prepared.map((p) => p.epsilons.map(() => new Uint8Array(n)));
+  const stats = prepared.map((p) => p.epsilons.map(() => ({gradientEvaluations: 0, seconds: 0})));
+  const total = parts.length * (1 + prepared.reduce((s, p) => s + p.epsilons.length, 0));
+  let done = 0;
+  const report = (stage: RobustnessProgress['stage'], name?: string, epsilon?: number | null) =>
+    options.onProgress?.({stage, name, epsilon, done: ++done, total});
+
+  parts.forEach(([start, size], b) => {
+    const xb = sliceBatch(x, start, size);
+    const yb = sliceBatch(y, start, size);
+    try {
+      const pred = model.predict(xb) as tf.Tensor;
+      clean.set(correctPredictions(yb, pred), start);
+      pred.dispose();
+      report('clean');
+      prepared.forEach((p, a) => {
+        p.epsilons.forEach((eps, k) => {
+          const t = Date.now();
+          const r = p.run(xb, yb, eps, pointSeed(seed, a, k, b));
+          const ok = correctPredictions(yb, r.pred);
+          r.pred.dispose();
+          for (let i = 0; i < size; i++) outcomes[a][k][start + i] = ok[i] & clean[start + i];
+          stats[a][k].gradientEvaluations += r.gradientEvaluations;
+          stats[a][k].seconds += (Date.now() - t) / 1000;
+          report('attack', p.name, eps);
+        });
+      });
+    } finally {
+      tf.dispose([xb, yb]);
+    }
+  });
+
+  const count = (f: Uint8Array) => f.reduce((s, v) => s + v, 0);
+  const attacks: AttackResult[] = prepared.map((p, a) => ({
+    name: p.name,
+    kind: p.kind,
+    norm: p.norm,
+    settings: p.settings,
+    includeInWorstCase: p.includeInWorstCase,
+    points: p.epsilons.map((eps, k) => ({
+      epsilon: eps,
+      accuracy: n === 0 ? 0 : count(outcomes[a][k]) / n,
+      robust: count(outcomes[a][k]),
+      gradientEvaluations: stats[a][k].gradientEvaluations,
+      seconds: round(stats[a][k].seconds),
+    })),
+  }));
+  const forWorst: AttackOutcome[] = [];
+  prepared.forEach((p, a) => {
+    if (!p.includeInWorstCase) return;
+    p.epsilons.forEach((eps, k) => {
+      if (eps !== null) forWorst.push({attack: p.name, norm: p.norm, epsilon: eps, correct: outcomes[a][k]});
+    });
+  });
+  const result: RobustnessResult = {
+    examples: n,
+    cleanAccuracy: n === 0 ? 0 : count(clean) / n,
+    clip: clip ?? null,
+    seed,
+    batchSize,
+    attacks,
+    worstCase: worstCaseAccuracy(clean, forWorst),
+    seconds: 0,
+  };
+  if (options.perExample) {
+    const per: Record<string, Record<string, number[]>> = {};
+    prepared.forEach((p, a) => {
+      per[p.name] = {};
+      p.epsilons.forEach((eps, k) => (per[p.name][String(eps)] = Array.from(outcomes[a][k])));
+    });
+    result.perExample = {clean: Array.from(clean), attacks: per};
+  }
+  if (options.layerProfile) {
+    const lp = options.layerProfile === true ? {} : options.layerProfile;
+    result.layerProfile = layerVulnerability(model, x, y, {
+      batchSize,
+      clip,
+      loss: options.loss,
+      seed,
+      onProgress: options.onProgress,
+      ...lp,
+    });
+  }
+  result.seconds = round((Date.now() - t0) / 1000);
+  return result;
+}
+
+function round(s: number): number {
+  return Math.round(s * 1000) / 1000;
+}
+
+/**
+ * Per-layer vulnerability profile: robust accuracy under a deep attack that
+ * disturbs **one layer at a time**, with the same relative budget for every
+ * layer, so that the layers can be compared.
+ *
+ * Budget rule (precisely): for Disturbance layer ℓ with clean activation
+ * aℓ(x) (the layer's input, i.e. fℓ(wℓ, nℓ₋₁) on the undisturbed network),
+ *
+ *   ε_ℓ = ε_rel · mean_b ‖aℓ(x_b)‖₂,
+ *
+ * the mean over all evaluated examples (one radius per layer, independent of
+ * the batching). Only dℓ is attacked, with the L2 ball ‖dℓ‖₂ ≤ ε_ℓ
+ * (per example) as its penalty; every other disturbance is 0. CG maximises
+ * eq. 11 and d*ℓ is then projected exactly onto the ball (`project: true`),
+ * so the budget holds exactly. For the input disturbance d₀, the disturbed
+ * input is also kept inside `clip` when given. So ε_rel = 0.1 means "noise
+ * with 10 % of the layer's typical signal energy (in L2)", at every layer.
+ *
+ * Which layers: the model's Disturbance layers; a model without any is
+ * instrumented on the fly (input + after every neuron block, see
+ * `instrument`) through a copy sharing its weights. The model is not changed.
+ *
+ * @returns A plain JSON {@link LayerProfile}: per layer its mean activation
+ *   norm, the absolute radius and the robust accuracy at each ε_rel.
+ */
+export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: LayerProfileOptions = {}): LayerProfile {
+  const who = 'layerVulnerability';
+  const t0 = Date.now();
+  checkInputs(model, x, y, who);
+  const rel = options.relativeEpsilons === undefined ? [0.1] : checkNumberList(options.relativeEpsilons, 'layerProfile.relativeEpsilons');
+  const batchSize = checkInt(options.batchSize, 'layerProfile.batchSize', 1, 256);
+  const clip = checkClip(options.clip, who);
+  const seed = options.seed ?? 0;
+
+  let attacked = model;
+  let instrumented = false;
+  if (disturbanceSites(model).length === 0) {
+    attacked = instrument(model, {name: `${model.name}_profile_instrumented`});
+    instrumented = true;
+  }
+  const sites = disturbanceSites(attacked);
+  const layers = sites.map((s) => s.layer);
+  const inputFlags = layers.map((l) => isInputSite(attacked, l));
+  const shapes = sites.map((s) => s.inputShape.slice(1) as number[]);
+  const n = x.shape[0];
+  const parts = batches(n, batchSize);
+  let done = 0;
+  const total = parts.length * (1 + layers.length * rel.length);
+
+  // Pass 1: clean correctness and Σ_b ‖aℓ(x_b)‖₂ per layer.
+  const clean = new Uint8Array(n);
+  const normSums = new Float64Array(layers.length);
+  for (const [start, size] of parts) {
+    const xb = sliceBatch(x, start, size);
+    const yb = sliceBatch(y, start, size);
+    const zeros = shapes.map((s) => tf.zeros([size, ...s]));
+    try {
+      const r = forwardAdd(attacked, layers, xb, zeros);
+      try {
+        clean.set(correctPredictions(yb, r.output), start);
+        const sums = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.sum(tf.sqrt(tf.sum(tf.square(tf.reshape(a, [size, -1])), 1))))));
+        const s = sums.dataSync();
+        sums.dispose();
+        s.forEach((v, i) => (normSums[i] += v));
+      } finally {
+        disposeAddResult(r);
+      }
+    } finally {
+      tf.dispose([xb, yb, ...zeros]);
+    }
+    options.onProgress?.({stage: 'layer-profile', name: 'clean activations', done: ++done, total});
+  }
+  const meanNorms = Array.from(normSums, (s) => (n === 0 ? 0 : s / n));
+
+  // Pass 2: one layer at a time.
+  const robust = layers.map(() => rel.map(() => new Uint8Array(n)));
+  parts.forEach(([start, size], b) => {
+    const xb = sliceBatch(x, start, size);
+    const yb = sliceBatch(y, start, size);
+    try {
+      layers.forEach((layer, l) => {
+        rel.forEach((er, k) => {
+          const epsilon = er * meanNorms[l];
+          const own: PenaltyConfig = inputFlags[l] && clip ? {kind: 'l2', epsilon, box: clip} : {kind: 'l2', epsilon};
+          const r = deepAttack(attacked, xb, yb, {
+            penalties: layers.map((_, j) => (j === l ? own : null)),
+            project: true,
+            maxIterations: options.maxIterations,
+            seed: pointSeed(seed, l, k, b),
+            loss: options.loss,
+          });
+          try {
+            const pred = predictDisturbed(attacked, xb, r.disturbances);
+            const ok = correctPredictions(yb, pred);
+            pred.dispose();
+            for (let i = 0; i < size; i++) robust[l][k][start + i] = ok[i] & clean[start + i];
+          } finally {
+            tf.dispose([...r.disturbances, r.objective]);
+          }
+          options.onProgress?.({stage: 'layer-profile', name: layer.name, epsilon: er, done: ++done, total});
+        });
+      });
+    } finally {
+      tf.dispose([xb, yb]);
+    }
+  });
+
+  const count = (f: Uint8Array) => f.reduce((s, v) => s + v, 0);
+  return {
+    budget:
+      'one layer disturbed at a time; L2 ball of radius ε_ℓ = ε_rel · mean_b ‖a_ℓ(x_b)‖₂ (mean L2 norm of the clean activation ' +
+      'entering the layer over the evaluated examples), exact projection; the input stays inside the clip box when given',
+    relativeEpsilons: rel,
+    examples: n,
+    cleanAccuracy: n === 0 ? 0 : count(clean) / n,
+    instrumented,
+    layers: layers.map((layer, l) => ({
+      name: layer.name,
+      index: l,
+      isInput: inputFlags[l],
+      shape: shapes[l],
+      units: shapes[l].reduce((a, c) => a * c, 1),
+      meanActivationNorm: meanNorms[l],
+      points: rel.map((er, k) => ({
+        relativeEpsilon: er,
+        epsilon: er * meanNorms[l],
+        accuracy: n === 0 ? 0 : count(robust[l][k]) / n,
+        robust: count(robust[l][k]),
+      })),
+    })),
+    seconds: round((Date.now() - t0) / 1000),
+  };
+}
