@@ -22,7 +22,7 @@ import type {IterationInfo, SolverResult} from '../solvers/types.js';
 export interface ConvergenceOptions {
   /** Budget of batched gradient evaluations per solver (start included); default 40. */
   maxGradientEvaluations?: number;
-  /** Fixed step sizes of the gradient-ascent runs (one run each); default `[0.01, 0.1]`. */
+  /** Fixed step sizes of the gradient-ascent runs (one run each); default `[0.01, 0.03]`. */
   stepSizes?: number[];
   /** Penalties instead of the layers' own (as in {@link DeepAttackOptions.penalties}, array form). */
   penalties?: (PenaltyConfig | null)[];
@@ -47,6 +47,8 @@ export interface ConvergenceRun {
   /** Step size (gradient ascent only). */
   stepSize: number | null;
   points: ConvergencePoint[];
+  /** True when the run ended below its start value or at a non-finite value (a too large fixed step). */
+  diverged: boolean;
 }
 
 /** Result of {@link solverConvergence} (plain JSON). */
@@ -77,7 +79,7 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
   if (typeof budget !== 'number' || !Number.isInteger(budget) || budget < 1) {
     throw new Error(`${who}: options.maxGradientEvaluations must be an integer >= 1, got ${String(budget)}.`);
   }
-  const stepSizes = options.stepSizes ?? [0.01, 0.1];
+  const stepSizes = options.stepSizes ?? [0.01, 0.03];
   if (!Array.isArray(stepSizes) || stepSizes.some((s) => typeof s !== 'number' || !(s > 0) || !Number.isFinite(s))) {
     throw new Error(`${who}: options.stepSizes must be an array of positive numbers, got ${JSON.stringify(stepSizes)}.`);
   }
@@ -119,7 +121,10 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
     const res = solve((i) => points.push({gradientEvaluations: i.gradientEvaluations, objective: i.meanObjective}));
     points.unshift({gradientEvaluations: 1, objective: res.history[0]});
     tf.dispose([...res.xs, res.objective]);
-    runs.push({solver, label, stepSize, points});
+    const last = points[points.length - 1].objective;
+    const diverged = !Number.isFinite(last) || last < points[0].objective;
+    // JSON has no Infinity/NaN: keep such values out of the points.
+    runs.push({solver, label, stepSize, points: points.filter((p) => Number.isFinite(p.objective)), diverged});
   };
   try {
     record('cg', 'CG', null, (onIteration) =>

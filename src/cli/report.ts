@@ -1,0 +1,324 @@
+/**
+ * `report`: one or more run directories → a self-contained `report.html`
+ * with inline SVG charts (rendered by Vega in Node) and summary tables.
+ */
+import {existsSync, readdirSync, readFileSync, statSync} from 'node:fs';
+import {basename, dirname, join, relative, resolve, sep} from 'node:path';
+
+import {writeFileAtomic} from '../io/file_system.js';
+import {accuracyChart, Chart, convergenceChart, disturbanceChart, layerChart, renderSvg, trainingChart} from './charts.js';
+import {pct, readJson, UsageError} from './common.js';
+import type {ConvergenceFile, EvalFile} from './eval.js';
+import type {RunMetadata} from './run_metadata.js';
+
+/** Options of the `report` command. */
+export interface ReportCommandOptions {
+  runs: string[];
+  out?: string;
+  title?: string;
+}
+
+/** The files of one run directory. */
+interface Run {
+  dir: string;
+  label: string;
+  run?: RunMetadata;
+  evalFile?: EvalFile;
+  convergence?: ConvergenceFile;
+  penaltyKinds: Record<string, string>;
+  /** Name of the input Disturbance layer, if known. */
+  inputLayer?: string;
+}
+
+function isRunDir(dir: string): boolean {
+  return ['run.json', 'eval.json', 'convergence.json'].some((f) => existsSync(join(dir, f)));
+}
+
+/** Run directories named by the arguments: each argument is a run, or a folder whose sub-folders are runs. */
+export function discoverRuns(args: string[]): string[] {
+  const dirs: string[] = [];
+  for (const a of args) {
+    const p = resolve(a);
+    if (!existsSync(p) || !statSync(p).isDirectory()) throw new UsageError(`report: ${a} is not a directory.`);
+    if (isRunDir(p)) {
+      dirs.push(p);
+      continue;
+    }
+    const subs = readdirSync(p)
+      .map((s) => join(p, s))
+      .filter((s) => statSync(s).isDirectory() && isRunDir(s))
+      .sort();
+    if (subs.length === 0) throw new UsageError(`report: ${a} holds no run (no run.json / eval.json there or in its sub-folders).`);
+    dirs.push(...subs);
+  }
+  return [...new Set(dirs)];
+}
+
+/** Penalty kind of each Disturbance layer, read from the run's saved model.json. */
+function penaltyKinds(dir: string, run?: RunMetadata): Record<string, string> {
+  const candidates = [join(dir, 'model', 'model.json')];
+  if (run?.latestCheckpoint) candidates.push(join(dir, 'checkpoints', run.latestCheckpoint, 'model', 'model.json'));
+  for (const c of candidates) {
+    if (!existsSync(c)) continue;
+    try {
+      const text = readFileSync(c, 'utf8');
+      const out: Record<string, string> = {};
+      const walk = (v: unknown): void => {
+        if (Array.isArray(v)) return v.forEach(walk);
+        if (v && typeof v === 'object') {
+          const o = v as Record<string, unknown>;
+          const cfg = o.config as Record<string, unknown> | undefined;
+          if (typeof o.class_name === 'string' && o.class_name.endsWith('Disturbance') && cfg && typeof cfg.name === 'string') {
+            out[cfg.name] = String((cfg.penalty as {kind?: string} | undefined)?.kind ?? 'quadratic');
+          }
+          Object.values(o).forEach(walk);
+        }
+      };
+      walk(JSON.parse(text));
+      return out;
+    } catch {
+      // ignore: labels fall back to the plain layer name
+    }
+  }
+  return {};
+}
+
+function describeRun(dir: string, run?: RunMetadata): string {
+  const name = basename(dir);
+  if (!run) return name;
+  const o = run.options;
+  const method = o.method === 'none' ? 'plain training' : o.method === 'deep' ? 'deep adversarial training' : `${o.method.toUpperCase()} adversarial training`;
+  return `${name} — ${o.model} · ${method}${o.method === 'none' ? '' : `, ε=${o.epsilon}`}${o.method === 'deep' ? `, λ=${o.lambda}` : ''}`;
+}
+
+function loadRun(dir: string): Run {
+  const run = readJson<RunMetadata>(join(dir, 'run.json'));
+  return {
+    dir,
+    label: describeRun(dir, run),
+    run,
+    evalFile: readJson<EvalFile>(join(dir, 'eval.json')),
+    convergence: readJson<ConvergenceFile>(join(dir, 'convergence.json')),
+    penaltyKinds: penaltyKinds(dir, run),
+    inputLayer: readJson<EvalFile>(join(dir, 'eval.json'))?.result.layerProfile?.layers.find((l) => l.isInput)?.name ?? run?.model.disturbanceLayers[0],
+  };
+}
+
+/** `dense1_disturbance` → `after dense1`; the input disturbance → `input`. */
+function shortLayer(name: string, inputLayer?: string): string {
+  if (name === 'input' || name === inputLayer) return 'input';
+  return `after ${name.replace(/_disturbance(_\d+)?$/, '')}`;
+}
+
+const NORM_SUFFIX: Record<string, string> = {linf: '‖d‖∞', l1: '‖d‖₁', l2: '‖d‖₂', quadratic: '‖d‖₂'};
+
+/** The charts of a set of runs. */
+export function buildCharts(runs: Run[]): Chart[] {
+  const charts: Chart[] = [];
+  const short = (r: Run) => basename(r.dir);
+  // 1. Accuracy vs ε per model (one curve per attack + worst case), per norm.
+  for (const r of runs) {
+    const res = r.evalFile?.result;
+    if (!res) continue;
+    for (const norm of ['linf', 'l2', 'l1'] as const) {
+      const rows: {epsilon: number; accuracy: number; attack: string}[] = [];
+      for (const a of res.attacks.filter((x) => x.norm === norm)) {
+        for (const p of a.points) if (p.epsilon !== null) rows.push({epsilon: p.epsilon, accuracy: p.accuracy, attack: a.name});
+      }
+      if (rows.length === 0) continue;
+      const worst = res.worstCase.filter((w) => w.norm === norm);
+      const attacksInWorst = new Set(worst.flatMap((w) => w.attacks));
+      const worstLabel = 'worst case (per example)';
+      if (attacksInWorst.size > 1) for (const w of worst) rows.push({epsilon: w.epsilon, accuracy: w.accuracy, attack: worstLabel});
+      const c = accuracyChart(`acc-${short(r)}-${norm}`, `Accuracy vs ε — ${r.label}`, norm, rows, worstLabel);
+      const deep = res.attacks.find((a) => a.kind === 'deep' && a.norm === norm);
+      if (deep) {
+        const h = deep.settings.hidden as {kind?: string; lambda?: number} | string | null | undefined;
+        const hidden = h && typeof h === 'object' ? `a quadratic penalty λ=${h.lambda}` : h === 'own' ? 'the model\'s own hidden penalties' : null;
+        if (hidden) c.caption += ` “${deep.name}” also disturbs every hidden layer (${hidden}) on top of the input budget ε, so it lies below the clean accuracy even at ε = 0.`;
+      }
+      charts.push(c);
+    }
+  }
+  // 1b. Worst case of every model on one chart, when several models were evaluated.
+  const evaluated = runs.filter((r) => r.evalFile?.result.worstCase.some((w) => w.norm === 'linf'));
+  if (evaluated.length > 1) {
+    const rows = evaluated.flatMap((r) =>
+      (r.evalFile as EvalFile).result.worstCase.filter((w) => w.norm === 'linf').map((w) => ({epsilon: w.epsilon, accuracy: w.accuracy, attack: short(r)})),
+    );
+    const c = accuracyChart('acc-compare-linf', 'Worst-case L∞ robust accuracy — all models', 'linf', rows, '', 'model');
+    c.caption = 'Per-example worst case over all L∞ attacks of each model\'s evaluation, one curve per model.';
+    charts.push(c);
+  }
+  // 2. Training curves.
+  for (const r of runs) {
+    const h = r.run?.history ?? [];
+    if (h.length === 0) continue;
+    const method = r.run?.options.method ?? 'none';
+    const trainLabel = method === 'none' ? 'training (clean)' : `training (${method} adversarial points)`;
+    const eps = r.run?.options.epsilon;
+    const rows: {epoch: number; series: string; kind: 'loss' | 'accuracy'; value: number}[] = [];
+    const push = (e: number, series: string, kind: 'loss' | 'accuracy', v: number | undefined) => {
+      if (v !== undefined && Number.isFinite(v)) rows.push({epoch: e, series, kind, value: v});
+    };
+    for (const rec of h) {
+      push(rec.epoch, trainLabel, 'loss', rec.loss);
+      push(rec.epoch, trainLabel, 'accuracy', rec.acc);
+      push(rec.epoch, 'training, clean part', 'loss', rec.adv_clean_loss);
+      push(rec.epoch, 'validation, clean', 'loss', rec.val_loss);
+      push(rec.epoch, 'validation, clean', 'accuracy', rec.val_acc);
+      push(rec.epoch, `validation, PGD-10 ε=${eps}`, 'loss', rec.val_pgd_loss);
+      push(rec.epoch, `validation, PGD-10 ε=${eps}`, 'accuracy', rec.val_pgd_acc);
+    }
+    charts.push(trainingChart(`train-${short(r)}`, `Training curves — ${r.label}`, rows));
+  }
+  // 3. Mean ‖dℓ‖ per layer over training.
+  for (const r of runs) {
+    const h = r.run?.history ?? [];
+    const rows: {epoch: number; layer: string; norm: number}[] = [];
+    for (const rec of h) {
+      for (const [k, v] of Object.entries(rec)) {
+        if (!k.startsWith('adv_norm_') || !Number.isFinite(v)) continue;
+        const layer = k.slice('adv_norm_'.length);
+        const kind = r.penaltyKinds[layer] ?? (layer === 'input' ? 'linf' : 'l2');
+        rows.push({epoch: rec.epoch, layer: `${shortLayer(layer, r.inputLayer)} (${NORM_SUFFIX[kind] ?? '‖d‖'})`, norm: v});
+      }
+    }
+    if (rows.length) charts.push(disturbanceChart(`dnorm-${short(r)}`, `Mean disturbance norm per layer during training — ${r.label}`, rows));
+  }
+  // 4. CG vs gradient ascent.
+  for (const r of runs) {
+    const c = r.convergence?.result;
+    if (!c) continue;
+    const rows = c.runs.flatMap((run) =>
+      run.points.map((p) => ({gradientEvaluations: p.gradientEvaluations, objective: p.objective, solver: `${run.label}${run.diverged ? ' (diverged)' : ''}`})),
+    );
+    charts.push(convergenceChart(`conv-${short(r)}`, `Deep attack: CG vs gradient ascent — ${r.label}`, rows, c.examples));
+  }
+  // 5. Per-layer vulnerability.
+  for (const r of runs) {
+    const lp = r.evalFile?.result.layerProfile;
+    if (!lp) continue;
+    const rows = lp.layers.flatMap((l) =>
+      l.points.map((p) => ({layer: l.isInput ? 'input' : shortLayer(l.name), index: l.index, relativeEpsilon: String(p.relativeEpsilon), accuracy: p.accuracy})),
+    );
+    charts.push(layerChart(`layers-${short(r)}`, `Per-layer vulnerability — ${r.label}`, rows, lp.cleanAccuracy));
+  }
+  return charts;
+}
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+function summaryTable(runs: Run[]): string {
+  const epsSet = new Set<number>();
+  for (const r of runs) for (const w of r.evalFile?.result.worstCase ?? []) if (w.norm === 'linf') epsSet.add(w.epsilon);
+  const eps = [...epsSet].sort((a, b) => a - b);
+  const head = ['run', 'model', 'training', 'epochs', 'train examples', 'clean test acc.', ...eps.map((e) => `worst-case L∞ acc. ε=${e}`), 'test examples'];
+  const rows = runs.map((r) => {
+    const o = r.run?.options;
+    const res = r.evalFile?.result;
+    return [
+      basename(r.dir),
+      o?.model ?? '—',
+      o ? (o.method === 'none' ? 'plain' : `${o.method}${o.method === 'deep' ? ` (input ${o.norm} ε=${o.epsilon}, hidden λ=${o.lambda})` : ` (ε=${o.epsilon})`}`) : '—',
+      r.run ? `${r.run.epochsDone}${r.run.status !== 'complete' ? ` (${r.run.status})` : ''}` : '—',
+      r.run ? String(r.run.data.trainExamples) : '—',
+      res ? pct(res.cleanAccuracy) : '—',
+      ...eps.map((e) => pct(res?.worstCase.find((w) => w.norm === 'linf' && w.epsilon === e)?.accuracy)),
+      res ? String(res.examples) : '—',
+    ];
+  });
+  return `<table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows
+    .map((r) => `<tr>${r.map((c, i) => `<td${i >= 3 ? ' class="num"' : ''}>${esc(c)}</td>`).join('')}</tr>`)
+    .join('')}</tbody></table>`;
+}
+
+const SECTIONS: [string, string][] = [
+  ['acc-', 'Robust accuracy vs ε'],
+  ['train-', 'Training curves'],
+  ['dnorm-', 'Disturbances during training'],
+  ['conv-', 'Solving the inner maximisation (eq. 11)'],
+  ['layers-', 'Per-layer vulnerability'],
+];
+
+/** Builds the HTML document of a report. */
+export async function buildReportHtml(runs: Run[], title: string): Promise<{html: string; charts: number}> {
+  const charts = buildCharts(runs);
+  const svgs = await Promise.all(charts.map((c) => renderSvg(c)));
+  const parts: string[] = [];
+  for (const [prefix, heading] of SECTIONS) {
+    const idx = charts.map((c, i) => (c.id.startsWith(prefix) ? i : -1)).filter((i) => i >= 0);
+    if (idx.length === 0) continue;
+    parts.push(`<h2>${esc(heading)}</h2>`);
+    for (const i of idx) {
+      parts.push(
+        `<figure id="${esc(charts[i].id)}"><figcaption><strong>${esc(charts[i].title)}</strong><br>${esc(charts[i].caption)}</figcaption>\n${svgs[i]}\n</figure>`,
+      );
+    }
+  }
+  const generated = new Date().toISOString();
+  const html = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="tfjs-deep-adversarial report">
+<title>${esc(title)}</title>
+<style>
+body { font-family: Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+p.meta { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+td.num { text-align: right; }
+th { background: #f3f3f3; }
+figure { margin: 1.5em 0; }
+figcaption { font-size: 0.9em; color: #444; max-width: 900px; margin-bottom: 0.5em; }
+svg { max-width: 100%; height: auto; }
+ul.runs { font-size: 0.9em; }
+</style>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+<p class="meta">Generated ${esc(generated)} by tfjs-deep-adversarial from ${runs.length} run${runs.length === 1 ? '' : 's'}. Accuracies are on MNIST test examples; “robust” means correct on the clean and on the attacked input.</p>
+<ul class="runs">${runs.map((r) => `<li>${esc(r.label)} <code>${esc(r.dir)}</code></li>`).join('')}</ul>
+<h2>Summary</h2>
+${summaryTable(runs)}
+${parts.join('\n')}
+</body>
+</html>
+`;
+  return {html, charts: charts.length};
+}
+
+/** Runs the `report` command. */
+export async function reportCommand(o: ReportCommandOptions, log: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<{path: string; charts: number}> {
+  if (o.runs.length === 0) throw new UsageError('report: give at least one run directory.');
+  const dirs = discoverRuns(o.runs);
+  const runs = dirs.map(loadRun);
+  let out = o.out;
+  if (!out) {
+    const base = o.runs.length === 1 ? resolve(o.runs[0]) : commonParent(dirs);
+    out = join(base, 'report.html');
+  }
+  const {html, charts} = await buildReportHtml(runs, o.title ?? 'tfjs-deep-adversarial report');
+  await writeFileAtomic(resolve(out), html);
+  log(`report: ${charts} charts from ${runs.length} run(s) → ${resolve(out)}`);
+  return {path: resolve(out), charts};
+}
+
+function commonParent(dirs: string[]): string {
+  const split = dirs.map((d) => dirname(d).split(sep));
+  const first = split[0];
+  let k = first.length;
+  for (const s of split) {
+    let i = 0;
+    while (i < k && i < s.length && s[i] === first[i]) i++;
+    k = i;
+  }
+  const p = first.slice(0, k).join(sep);
+  return p === '' ? sep : relative('', p) === '' ? '.' : p;
+}

@@ -1,0 +1,53 @@
+/**
+ * Types of the files a `train` run writes (`run.json`), shared by `train`,
+ * `eval` and `report`.
+ */
+import type {BackendChoice} from '../backend.js';
+
+/** Options of the `train` command (after parsing). */
+export interface TrainCommandOptions {
+  model: string;
+  method: 'deep' | 'pgd' | 'fgsm' | 'none';
+  epsilon: number;
+  norm: 'linf' | 'l2';
+  lambda: number;
+  inputPenalty?: string;
+  hiddenPenalty?: string;
+  steps: number;
+  maxIterations: number;
+  maxGradEvals?: number;
+  cleanWeight: number;
+  warmup: number;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  limit: number;
+  valLimit: number;
+  seed: number;
+  backend: BackendChoice;
+  data?: string;
+  out?: string;
+  resume: boolean;
+  progress: 'auto' | 'bar' | 'lines' | 'off';
+}
+
+/** What `run.json` holds. */
+export interface RunMetadata {
+  tool: 'tfjs-deep-adversarial';
+  command: 'train';
+  name: string;
+  status: 'running' | 'interrupted' | 'complete';
+  options: Omit<TrainCommandOptions, 'resume' | 'progress' | 'out' | 'backend'>;
+  backend: string;
+  createdAt: string;
+  updatedAt: string;
+  data: {source: string; trainExamples: number; valExamples: number; valOffset: number};
+  model: {name: string; layers: string[]; disturbanceLayers: string[]; parameters: number};
+  epochsDone: number;
+  batchesDone: number;
+  /** One record per completed epoch: training logs (adversarial for adversarial methods) and validation metrics. */
+  history: Record<string, number>[];
+  latestCheckpoint: string | null;
+  seconds: number;
+}
+
