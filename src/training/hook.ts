@@ -1,0 +1,174 @@
+/**
+ * The hook that lets an adversarial callback change what `model.fit`,
+ * `model.fitDataset` and `model.trainOnBatch` do per batch.
+ *
+ * tfjs-layers builds its per-batch step with the protected
+ * `LayersModel.makeTrainFunction()` and calls the returned function once per
+ * batch with `[...inputs, ...targets, ...sampleWeights]`. `fit` calls
+ * `makeTrainFunction()` *before* callbacks get `setModel`/`onTrainBegin`, so a
+ * callback cannot wrap the function itself. Instead, this module wraps
+ * `tfl.LayersModel.prototype.makeTrainFunction` once, at module load:
+ *
+ * - the wrapped function looks, on every batch, for a {@link TrainHookState}
+ *   attached to the model (by the adversarial callback in `onTrainBegin`,
+ *   removed in `onTrainEnd` and on error);
+ * - without one it calls the original step directly: a pure pass-through, so
+ *   plain training is bit-identical to unpatched tfjs;
+ * - with one it hands the batch and the original step to the state, which runs
+ *   the attack and then calls the original step on the adversarial batch.
+ *
+ * The patch is idempotent and guarded by global symbols (`Symbol.for`), so two
+ * copies of this package in one process do not wrap twice and share the
+ * state key. `Sequential.fit` delegates to an inner `LayersModel`
+ * (`sequential.model`); the callback receives that inner model in `setModel`,
+ * which is also the `this` of the train function, so the state is found.
+ *
+ * @packageDocumentation
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+/** The per-batch step built by tfjs-layers: `[...inputs, ...targets, ...sampleWeights] → [loss, ...metrics]`. */
+export type TrainFunction = (data: tf.Tensor[]) => tf.Tensor[];
+
+/**
+ * What an adversarial callback attaches to a model while it trains it.
+ * Kept minimal and version-tagged because a second copy of this package may
+ * read a state attached by the first.
+ */
+export interface TrainHookState {
+  /** Interface version of this object (1). */
+  readonly version: 1;
+  /**
+   * Runs one training step on `data`. Must call `original` (the unwrapped
+   * tfjs step) at most once and return its outputs; must not throw after
+   * `original` has updated the weights.
+   */
+  step(model: tfl.LayersModel, data: tf.Tensor[], original: TrainFunction): tf.Tensor[];
+  /**
+   * True when this state no longer belongs to a running `fit` of `model`
+   * (e.g. that fit failed before `onTrainEnd`); a new callback may then replace it.
+   */
+  isStale(model: tfl.LayersModel): boolean;
+}
+
+/** Global keys (shared between copies of this package). */
+const ORIGINAL_KEY = Symbol.for('tfjs-deep-adversarial/makeTrainFunction/original/v1');
+const WRAPPED_KEY = Symbol.for('tfjs-deep-adversarial/makeTrainFunction/wrapped/v1');
+const STATE_KEY = Symbol.for('tfjs-deep-adversarial/trainHookState/v1');
+
+type MakeTrainFunction = (this: tfl.LayersModel) => TrainFunction;
+
+interface PatchableProto {
+  makeTrainFunction: MakeTrainFunction & {[WRAPPED_KEY]?: true};
+  [ORIGINAL_KEY]?: MakeTrainFunction;
+}
+
+interface WithState {
+  [STATE_KEY]?: TrainHookState;
+}
+
+function proto(): PatchableProto {
+  return tfl.LayersModel.prototype as unknown as PatchableProto;
+}
+
+/**
+ * Wraps `tfl.LayersModel.prototype.makeTrainFunction` (idempotent; runs at
+ * module load). Exported for tests and for the rare case where another
+ * library replaced the method after this module loaded.
+ *
+ * @internal
+ */
+export function installTrainHook(): void {
+  const p = proto();
+  if (p.makeTrainFunction?.[WRAPPED_KEY]) return;
+  const original = p.makeTrainFunction;
+  if (typeof original !== 'function') {
+    throw new Error(
+      'tfjs-deep-adversarial: tfl.LayersModel.prototype.makeTrainFunction is missing; this tfjs-layers version is not supported (4.x expected).',
+    );
+  }
+  p[ORIGINAL_KEY] = original;
+  const wrapped = function makeTrainFunction(this: tfl.LayersModel): TrainFunction {
+    const step = original.call(this);
+    const model = this;
+    return (data: tf.Tensor[]) => {
+      const state = (model as unknown as WithState)[STATE_KEY];
+      if (state == null) return step(data);
+      return state.step(model, data, step);
+    };
+  } as PatchableProto['makeTrainFunction'];
+  wrapped[WRAPPED_KEY] = true;
+  p.makeTrainFunction = wrapped;
+}
+
+installTrainHook();
+
+/** True when `model.makeTrainFunction` is the wrapped one (false e.g. for a model from another tfjs-layers copy). @internal */
+export function isHooked(model: tfl.LayersModel): boolean {
+  const fn = (model as unknown as PatchableProto).makeTrainFunction;
+  return typeof fn === 'function' && fn[WRAPPED_KEY] === true;
+}
+
+/**
+ * The unwrapped tfjs step of `model` (what plain tfjs would run per batch).
+ * `model` must be the `LayersModel` that owns the compiled loss (for a
+ * `Sequential`, its inner `model`; see {@link trainingModel}).
+ *
+ * @internal
+ */
+export function originalTrainFunction(model: tfl.LayersModel): TrainFunction {
+  const original = proto()[ORIGINAL_KEY] ?? (tfl.LayersModel.prototype as unknown as PatchableProto).makeTrainFunction;
+  return original.call(model);
+}
+
+/** The original (unwrapped) `makeTrainFunction`, e.g. to build an unpatched reference model in tests. @internal */
+export function originalMakeTrainFunction(): MakeTrainFunction {
+  const original = proto()[ORIGINAL_KEY];
+  if (original == null) throw new Error('tfjs-deep-adversarial: the train hook is not installed.');
+  return original;
+}
+
+/** Attaches `state` to `model`; per batch, the wrapped train function then delegates to it. @internal */
+export function attachState(model: tfl.LayersModel, state: TrainHookState): void {
+  const m = model as unknown as WithState;
+  const current = m[STATE_KEY];
+  if (current != null && current !== state && !(typeof current.isStale === 'function' && current.isStale(model))) {
+    throw new Error(
+      `adversarialCallback: model '${model.name}' is already being trained by another adversarial callback; ` +
+        'pass only one adversarial callback to fit().',
+    );
+  }
+  m[STATE_KEY] = state;
+}
+
+/** Removes `state` from `model` (no-op if another state, or none, is attached). @internal */
+export function detachState(model: tfl.LayersModel, state: TrainHookState): void {
+  const m = model as unknown as WithState;
+  if (m[STATE_KEY] === state) delete m[STATE_KEY];
+}
+
+/** The state attached to `model`, if any. @internal */
+export function attachedState(model: tfl.LayersModel): TrainHookState | undefined {
+  return (model as unknown as WithState)[STATE_KEY];
+}
+
+/**
+ * The `LayersModel` whose train function runs during `fit`: the model itself,
+ * or for a `Sequential` its inner functional model (`sequential.model`, built
+ * on compile). Throws if a Sequential is not built.
+ *
+ * @internal
+ */
+export function trainingModel(model: tfl.LayersModel): tfl.LayersModel {
+  if (model instanceof tfl.Sequential || model.getClassName() === 'Sequential') {
+    const inner = (model as unknown as {model?: tfl.LayersModel}).model;
+    if (inner == null) {
+      throw new Error(
+        `Sequential model '${model.name}' is not built: give its first layer an inputShape and call model.compile(...) first.`,
+      );
+    }
+    return inner;
+  }
+  return model;
+}

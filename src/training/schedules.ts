@@ -1,0 +1,95 @@
+/**
+ * Attack-strength schedules (ε / λ warm-up) for adversarial training.
+ *
+ * A schedule maps the epoch (0-based) to a **strength** s ≥ 0. The attack is
+ * then run with every budget scaled by s:
+ *
+ * | attack / penalty                      | at strength s                                     |
+ * |---------------------------------------|---------------------------------------------------|
+ * | `pgd`, `fgsm`: radius ε               | ε·s (an explicit `stepSize` / `alpha` also ×s)    |
+ * | `linf` / `l2` / `l1` ball: radius ε   | ε·s (its relu² weight λ is unchanged)             |
+ * | `quadratic`: ρ(d) = −λ‖d‖²            | λ/s, so the optimal d ≈ ∇c/(2λ) grows linearly in s |
+ * | `box` on the neurons                  | unchanged (it is a validity constraint, not a budget) |
+ * | s = 0                                 | no attack: the batch trains clean (plain step)    |
+ *
+ * s = 1 is the configured attack; s > 1 is allowed and strengthens it.
+ *
+ * @packageDocumentation
+ */
+import type {PenaltyConfig} from '../objective/penalties.js';
+
+/**
+ * Strength schedule: a function of the 0-based epoch returning s ≥ 0, or a
+ * linear warm-up `{warmupEpochs: N, start?: s0}` (see {@link linearWarmup}).
+ */
+export type StrengthSchedule = ((epoch: number) => number) | {warmupEpochs: number; start?: number};
+
+/**
+ * Linear warm-up over `epochs` epochs: s(e) = min(1, start + (1 − start)·e/epochs).
+ * With the default `start = 0`, epoch 0 trains clean, epoch `epochs` and later
+ * use the full attack; e.g. `linearWarmup(2)` gives 0, 0.5, 1, 1, …
+ * `epochs = 0` means full strength from the start.
+ *
+ * @param epochs Number of warm-up epochs, an integer ≥ 0.
+ * @param start Strength at epoch 0, in [0, 1]. Default 0.
+ */
+export function linearWarmup(epochs: number, start = 0): (epoch: number) => number {
+  if (typeof epochs !== 'number' || !Number.isInteger(epochs) || epochs < 0) {
+    throw new Error(`linearWarmup: warmupEpochs must be an integer >= 0, got ${String(epochs)}.`);
+  }
+  if (typeof start !== 'number' || !Number.isFinite(start) || start < 0 || start > 1) {
+    throw new Error(`linearWarmup: start must be a number in [0, 1], got ${String(start)}.`);
+  }
+  return (epoch: number) => (epochs === 0 ? 1 : Math.min(1, start + ((1 - start) * Math.max(0, epoch)) / epochs));
+}
+
+/** Normalises a {@link StrengthSchedule} (validating it) into a function of the epoch. */
+export function scheduleFunction(schedule: StrengthSchedule | undefined, where = 'schedule'): (epoch: number) => number {
+  if (schedule === undefined || schedule === null) return () => 1;
+  if (typeof schedule === 'function') return schedule;
+  if (typeof schedule === 'object' && 'warmupEpochs' in schedule) {
+    try {
+      return linearWarmup(schedule.warmupEpochs, schedule.start ?? 0);
+    } catch (e) {
+      throw new Error(`${where}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`${where} must be a function (epoch) => strength or {warmupEpochs, start?}, got ${JSON.stringify(schedule)}.`);
+}
+
+/**
+ * The strength at `epoch`, checked to be a finite number ≥ 0.
+ *
+ * @throws Error naming the epoch and the value when the schedule returns something else.
+ */
+export function strengthAt(schedule: StrengthSchedule | undefined, epoch: number, where = 'schedule'): number {
+  const s = scheduleFunction(schedule, where)(epoch);
+  if (typeof s !== 'number' || !Number.isFinite(s) || s < 0) {
+    throw new Error(`${where} returned ${String(s)} for epoch ${epoch}; a strength must be a finite number >= 0.`);
+  }
+  return s;
+}
+
+/** Checks a strength value (finite, ≥ 0). */
+export function checkStrength(s: unknown, where: string): number {
+  if (typeof s !== 'number' || !Number.isFinite(s) || s < 0) {
+    throw new Error(`${where}: strength must be a finite number >= 0, got ${String(s)}.`);
+  }
+  return s;
+}
+
+/**
+ * A penalty at strength s (table above): balls get ε·s, quadratic penalties
+ * λ/s, boxes are unchanged. Returns `null` (layer off, d = 0) for s = 0.
+ */
+export function scalePenalty(penalty: PenaltyConfig, s: number): PenaltyConfig | null {
+  if (s === 0) return null;
+  if (s === 1) return penalty;
+  if (penalty.kind === 'quadratic') return {...penalty, lambda: penalty.lambda / s};
+  return {...penalty, epsilon: penalty.epsilon * s};
+}
+
+/** An input-space radius (PGD/FGSM ε, step sizes) at strength s: value·s. */
+export function scaleRadius(value: number, s: number): number {
+  return value * s;
+}

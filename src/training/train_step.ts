@@ -1,0 +1,680 @@
+/**
+ * One adversarial training step (Algorithm 1, lines 3–10 of the seed) on a
+ * compiled tfjs-layers model: attack the batch, then let the model's own
+ * compiled loss, optimizer and metrics do the update at h(w, x, d*).
+ *
+ * The same step serves `model.fit`/`fitDataset` (through the train-function
+ * hook and {@link adversarialCallback}) and custom loops ({@link adversarialStep}).
+ *
+ * Order of a step:
+ * 1. check the batch: x/y batch sizes, and every value finite — otherwise an
+ *    error, before anything runs (the weights are untouched);
+ * 2. attack with `training: false` (BatchNorm uses, and does not update, its
+ *    moving statistics; Dropout is off). The attack never writes weights;
+ * 3. sanitise: an example whose attack met a non-finite value keeps its last
+ *    finite point (deep: CG's fallback; PGD/FGSM: the clean input) and is
+ *    counted; the disturbance handed to the update is always finite;
+ * 4. update: the ORIGINAL tfjs train function, with the Disturbance layers in
+ *    `add` mode (deep) or the adversarial x in place of x (PGD/FGSM). The
+ *    optimizer's `applyGradients` is guarded: a non-finite gradient skips the
+ *    update (weights and optimizer state unchanged) and is counted.
+ *
+ * ## cleanWeight α
+ * The loss minimised is α·mean_b c(y_b, h(w, x_b)) + (1 − α)·mean_b c(y_b, h(w, x_b, d*_b)).
+ * - α = 0 (default): eq. 7; the step trains on the adversarial batch only.
+ * - α = 1: plain training; no attack is run at all (bit-identical to tfjs).
+ * - 0 < α < 1: the clean and the adversarial batch are concatenated (2B
+ *   examples) and tfjs' own per-example sample weights are set to 2α (clean
+ *   half) and 2(1 − α) (adversarial half); tfjs computes mean(w·c) over the 2B
+ *   rows, which is exactly the mixture above (class weights, if given to fit,
+ *   multiply in). Consequences: BatchNorm (training mode) normalises the 2B
+ *   rows together, the compiled metrics are unweighted over the 2B rows, and
+ *   the logged `adv_loss`/`adv_clean_loss` come from one extra inference-mode
+ *   forward pass of the 2B rows.
+ *
+ * @packageDocumentation
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {deepAttack, DeepAttackOptions} from '../attacks/deep.js';
+import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from '../attacks/pgd.js';
+import {Disturbance, isDisturbance} from '../layers/disturbance.js';
+import {disturbanceLayers} from '../model/instrument.js';
+import {assertCompatibleXY, LossFn, perExampleLoss, PerExampleLossFn} from '../objective/loss.js';
+import {withModes} from '../objective/neuron_space.js';
+import {normPerExample, PenaltyConfig, validatePenalty} from '../objective/penalties.js';
+import {originalTrainFunction, TrainFunction, trainingModel} from './hook.js';
+import {checkStrength, scalePenalty, scaleRadius} from './schedules.js';
+
+/** Options shared by every method. */
+export interface CommonTrainingOptions {
+  /**
+   * α in [0, 1]: the update minimises α·clean + (1 − α)·adversarial loss.
+   * Default 0 (eq. 7). See the module documentation for how 0 < α < 1 is done.
+   */
+  cleanWeight?: number;
+  /**
+   * Seed of the attack's random initialisation. The callback derives a
+   * different seed for every step from it (same seed → same run); in
+   * {@link adversarialStep} it is used as given.
+   */
+  seed?: number;
+  /** Loss the attack maximises instead of the model's compiled loss (the update always uses the compiled loss). */
+  loss?: string | LossFn;
+  /**
+   * Skip (and count in `adv_skipped_updates`) an update whose gradient has a
+   * non-finite value, so that weights and optimizer state never receive NaN.
+   * Default true.
+   */
+  skipNonFiniteUpdates?: boolean;
+}
+
+/**
+ * `'deep'`: Algorithm 1 — the deep attack (eq. 9/11, batched CG) with each
+ * Disturbance layer's penalty. Every option of `deepAttack` except `seed` and
+ * `loss` passes through (`maxIterations`, `maxGradientEvaluations`, `init`,
+ * `project`, `penalties`, …). With hidden disturbances switched off
+ * (`penalties` returning `null` for them) and a quadratic input penalty this is eq. 5.
+ */
+export interface DeepTrainingOptions extends CommonTrainingOptions, Omit<DeepAttackOptions, 'seed' | 'loss'> {
+  method: 'deep';
+}
+
+/** `'pgd'`: Madry et al. — PGD on the input in an L∞/L2 ε-ball, `steps` steps, random start by default. */
+export interface PgdTrainingOptions extends CommonTrainingOptions, Omit<PgdOptions, 'seed' | 'loss'> {
+  method: 'pgd';
+  /** Also compute the loss at the adversarial point for the `adv_objective` log (one extra forward pass). Default true. */
+  logObjective?: boolean;
+}
+
+/** `'fgsm'`: FGSM with random start ("fast" adversarial training, Wong et al. 2020). */
+export interface FgsmTrainingOptions extends CommonTrainingOptions {
+  method: 'fgsm';
+  /** L∞ radius ε ≥ 0. */
+  epsilon: number;
+  /** Valid input range `[lo, hi]`. */
+  clip?: [number, number];
+  /** Random start in the ε-box (FGSM-RS). Default **true** for training. */
+  randomStart?: boolean;
+  /** Step length with random start; default 1.25·ε. */
+  alpha?: number;
+  /** Also compute the loss at the adversarial point for the `adv_objective` log (one extra forward pass). Default true. */
+  logObjective?: boolean;
+}
+
+/** Options of an adversarial training step: one of the three methods. */
+export type AdversarialTrainingOptions = DeepTrainingOptions | PgdTrainingOptions | FgsmTrainingOptions;
+
+/** Options of {@link adversarialStep}: a method's options plus the strength of this step. */
+export type AdversarialStepOptions = AdversarialTrainingOptions & {
+  /** Strength s ≥ 0 of the attack for this step (see `schedules.ts`): ε·s, quadratic λ/s; 0 = plain step. Default 1. */
+  strength?: number;
+};
+
+/** What one adversarial step measured. */
+export interface AttackStats {
+  /** Strength s the attack ran at (0: no attack). */
+  strength: number;
+  /** Examples in the batch. */
+  batchSize: number;
+  /** Whether an attack ran (false for s = 0 or α = 1). */
+  attacked: boolean;
+  /** Mean over the batch of the attack objective J_b (deep: eq. 11; PGD/FGSM: the loss at x_adv). NaN if not measured. */
+  objective: number;
+  /** Solver iterations (deep: CG iterations; PGD/FGSM: steps × restarts). */
+  iterations: number;
+  /** Batched gradient evaluations of the attack. */
+  gradientEvaluations: number;
+  /** Mean ‖dℓ‖ per Disturbance layer, by layer name (the penalty's norm; L2 for quadratic). PGD/FGSM: `input`. */
+  norms: Record<string, number>;
+  /** Examples whose attack met a non-finite value (they fell back to their last finite point). */
+  nonFinite: number;
+  /** True when the update was skipped because its gradient was non-finite. */
+  skippedUpdate: boolean;
+  /** Mean adversarial loss c(y, h(w, x, d*)): for α = 0 the compiled training loss of the update; see module docs for 0 < α < 1. NaN if no attack. */
+  adversarialLoss: number;
+  /** Mean clean loss (only for 0 < α < 1, inference mode). */
+  cleanLoss?: number;
+  /** PGD/FGSM: the radius ε used (after the strength). */
+  epsilon?: number;
+}
+
+/** Result of {@link adversarialStep}; plain numbers, no tensors. */
+export interface AdversarialStepResult {
+  /** The compiled training loss of the update (α-mixed when 0 < α < 1), as `trainOnBatch` reports it. */
+  loss: number;
+  /** The compiled metrics of the update, by name (e.g. `acc`). */
+  metrics: Record<string, number>;
+  /** Attack statistics. */
+  attack: AttackStats;
+  /** The same numbers under the log keys `fit` uses (`adv_objective`, `adv_norm_<layer>`, …). */
+  logs: Record<string, number>;
+}
+
+/** Validated, per-fit preparation of a model and options (internal). */
+export interface PreparedTraining {
+  /** The LayersModel whose train function runs (inner model of a Sequential). */
+  model: tfl.LayersModel;
+  /** The model the user passed. */
+  userModel: tfl.LayersModel;
+  options: AdversarialTrainingOptions;
+  method: AdversarialTrainingOptions['method'];
+  alpha: number;
+  lossFn: PerExampleLossFn;
+  /** deep: every Disturbance layer in model order, and its base penalty (null = off). */
+  layers: Disturbance[];
+  basePenalties: (PenaltyConfig | null)[];
+  /** Rank of the per-example loss tensor tfjs computes (output rank − 1, at least 1). */
+  lossRank: number;
+  metricNames: string[];
+  skipNonFinite: boolean;
+  logObjective: boolean;
+}
+
+const METHODS = ['deep', 'pgd', 'fgsm'] as const;
+
+function describe(v: unknown): string {
+  if (typeof v === 'function') return 'a function';
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function isCompiled(model: tfl.LayersModel): boolean {
+  const m = model as unknown as {optimizer_?: unknown; lossFunctions?: unknown[]};
+  return m.optimizer_ != null && Array.isArray(m.lossFunctions) && m.lossFunctions.length > 0;
+}
+
+/** Layers that consume the model input, looking through Disturbance layers. */
+function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
+  const inModel = new Set(model.layers);
+  const out: tfl.layers.Layer[] = [];
+  const visit = (layer: tfl.layers.Layer, depth: number) => {
+    for (const node of layer.outboundNodes) {
+      const next = (node as unknown as {outboundLayer: tfl.layers.Layer}).outboundLayer;
+      if (!inModel.has(next)) continue;
+      if (isDisturbance(next) && depth < 8) visit(next, depth + 1);
+      else out.push(next);
+    }
+  };
+  const inputLayers = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers ?? [];
+  for (const l of inputLayers) visit(l, 0);
+  return out;
+}
+
+/** Disturbance layers whose input is the model input (d₀). */
+function inputDisturbances(model: tfl.LayersModel, layers: Disturbance[]): Disturbance[] {
+  const input = model.inputs[0];
+  return layers.filter((l) =>
+    l.inboundNodes.some((n) => (n as unknown as {inputTensors: tfl.SymbolicTensor[]}).inputTensors?.[0] === input),
+  );
+}
+
+/** Why the model input cannot be disturbed (integer dtype or feeding an Embedding), or null. */
+function undisturbableInput(model: tfl.LayersModel): string | null {
+  const input = model.inputs[0];
+  if (input.dtype !== 'float32') return `its input '${input.name}' has dtype ${input.dtype}`;
+  const emb = inputConsumers(model).find((l) => l.getClassName() === 'Embedding');
+  if (emb) return `its input feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
+  return null;
+}
+
+function resolveBasePenalties(layers: Disturbance[], given: DeepAttackOptions['penalties'], where: string): (PenaltyConfig | null)[] {
+  if (given === undefined) return layers.map((l) => l.penalty);
+  if (Array.isArray(given)) {
+    if (given.length !== layers.length) {
+      throw new Error(`${where}: options.penalties has ${given.length} entries but the model has ${layers.length} Disturbance layers (${layers.map((l) => l.name).join(', ')}).`);
+    }
+    return given.map((p, i) => (p == null ? null : validatePenalty(p, `${where}: options.penalties[${i}] (layer '${layers[i].name}')`)));
+  }
+  if (typeof given === 'function') {
+    return layers.map((layer, i) => {
+      const p = given(layer, i);
+      if (p === undefined) return layer.penalty;
+      return p === null ? null : validatePenalty(p, `${where}: options.penalties for layer '${layer.name}'`);
+    });
+  }
+  throw new Error(`${where}: options.penalties must be an array or a function (layer, index) => penalty | null.`);
+}
+
+function pgdLikeOptions(prep: PreparedTraining, s: number, seed: number | undefined, where: string): ResolvedPgdOptions {
+  const o = prep.options;
+  if (o.method === 'pgd') {
+    const r = resolvePgdOptions(where, {...o, seed, loss: o.loss} as PgdOptions);
+    return {
+      ...r,
+      epsilon: scaleRadius(r.epsilon, s),
+      stepSize: scaleRadius(r.stepSize, s),
+    };
+  }
+  const f = o as FgsmTrainingOptions;
+  const randomStart = f.randomStart ?? true;
+  const r = resolvePgdOptions(where, {epsilon: f.epsilon, clip: f.clip, seed, loss: f.loss, randomStart, steps: 1});
+  const alpha = f.alpha ?? 1.25 * f.epsilon;
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) {
+    throw new Error(`${where}: options.alpha must be a finite number >= 0; got ${describe(f.alpha)}.`);
+  }
+  return {
+    ...r,
+    epsilon: scaleRadius(f.epsilon, s),
+    steps: 1,
+    restarts: 1,
+    stepSize: scaleRadius(randomStart ? alpha : f.epsilon, s),
+    randomStart,
+  };
+}
+
+/**
+ * Validates a model and training options once (per `fit`, or per
+ * {@link adversarialStep} call), before any weight can change.
+ *
+ * @internal
+ */
+export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: AdversarialTrainingOptions, where: string): PreparedTraining {
+  if (options == null || typeof options !== 'object') {
+    throw new Error(`${where}: options must be an object such as {method: 'pgd', epsilon: 0.1}; got ${describe(options)}.`);
+  }
+  if (!METHODS.includes(options.method as (typeof METHODS)[number])) {
+    throw new Error(`${where}: options.method must be one of 'deep', 'pgd', 'fgsm'; got ${describe(options.method)}.`);
+  }
+  if (userModel == null || typeof (userModel as {apply?: unknown}).apply !== 'function') {
+    throw new Error(`${where}: the first argument must be a tfjs-layers model; got ${describe(userModel)}.`);
+  }
+  let model: tfl.LayersModel;
+  try {
+    model = trainingModel(userModel);
+  } catch (e) {
+    throw new Error(`${where}: model '${userModel.name}' is not compiled: ${(e as Error).message}`);
+  }
+  if (!isCompiled(model)) {
+    throw new Error(`${where}: model '${userModel.name}' is not compiled; call model.compile({optimizer, loss}) before training.`);
+  }
+  if (model.inputs.length !== 1 || model.outputs.length !== 1) {
+    throw new Error(
+      `${where}: model '${userModel.name}' has ${model.inputs.length} input(s) and ${model.outputs.length} output(s); adversarial training supports one input and one output.`,
+    );
+  }
+  const alpha = options.cleanWeight ?? 0;
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > 1) {
+    throw new Error(`${where}: options.cleanWeight must be a number in [0, 1]; got ${describe(options.cleanWeight)}.`);
+  }
+  if (options.seed !== undefined && (typeof options.seed !== 'number' || !Number.isFinite(options.seed))) {
+    throw new Error(`${where}: options.seed must be a finite number; got ${describe(options.seed)}.`);
+  }
+  let lossFn: PerExampleLossFn;
+  try {
+    lossFn = perExampleLoss(model, options.loss);
+  } catch (e) {
+    throw new Error(`${where}: ${(e as Error).message}`);
+  }
+  let layers: Disturbance[] = [];
+  let basePenalties: (PenaltyConfig | null)[] = [];
+  if (options.method === 'deep') {
+    layers = disturbanceLayers(model);
+    if (layers.length === 0) {
+      throw new Error(
+        `${where}: method 'deep' needs Disturbance layers, but model '${userModel.name}' has none; ` +
+          `add them with instrument(model) or layers.disturbance(), or use method 'pgd'/'fgsm'.`,
+      );
+    }
+    basePenalties = resolveBasePenalties(layers, options.penalties, where);
+    if (basePenalties.every((p) => p == null)) {
+      throw new Error(`${where}: options.penalties switches every Disturbance layer off; nothing to attack.`);
+    }
+    const d0 = inputDisturbances(model, layers).filter((l) => basePenalties[layers.indexOf(l)] != null);
+    const why = d0.length > 0 ? undisturbableInput(model) : null;
+    if (why) {
+      throw new Error(
+        `${where}: Disturbance layer '${d0[0].name}' disturbs the input of model '${userModel.name}', but ${why}. ` +
+          `Remove the input disturbance (instrument(model, {input: null})) or switch it off with options.penalties.`,
+      );
+    }
+    for (const l of layers) {
+      const t = (l.inboundNodes[0] as unknown as {inputTensors?: tfl.SymbolicTensor[]} | undefined)?.inputTensors?.[0];
+      if (t && t.dtype !== 'float32' && basePenalties[layers.indexOf(l)] != null) {
+        throw new Error(`${where}: Disturbance layer '${l.name}' receives a ${t.dtype} tensor; disturbances need float32 neurons.`);
+      }
+    }
+  } else {
+    const why = undisturbableInput(model);
+    if (why) {
+      throw new Error(`${where}: method '${options.method}' perturbs the input of model '${userModel.name}', but ${why}.`);
+    }
+  }
+  const prep: PreparedTraining = {
+    model,
+    userModel,
+    options,
+    method: options.method,
+    alpha,
+    lossFn,
+    layers,
+    basePenalties,
+    lossRank: Math.max(1, (model.outputs[0].shape?.length ?? 2) - 1),
+    metricNames: metricNamesOf(model),
+    skipNonFinite: options.skipNonFiniteUpdates ?? true,
+    logObjective: options.method === 'deep' ? true : ((options as PgdTrainingOptions).logObjective ?? true),
+  };
+  if (options.method !== 'deep') pgdLikeOptions(prep, 1, options.seed, where); // validates epsilon, steps, …
+  else validateDeepOptions(options, where);
+  return prep;
+}
+
+function validateDeepOptions(o: DeepTrainingOptions, where: string): void {
+  const check = (name: keyof DeepTrainingOptions, ok: (v: number) => boolean, what: string) => {
+    const v = o[name];
+    if (v === undefined) return;
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new Error(`${where}: options.${String(name)} must be ${what}; got ${describe(v)}.`);
+  };
+  check('maxIterations', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+  check('maxGradientEvaluations', (v) => v >= 0, 'a number >= 0');
+  check('initScale', (v) => v >= 0, 'a number >= 0');
+  check('stepSize', (v) => v > 0, 'a number > 0');
+  if (o.solver !== undefined && o.solver !== 'cg' && o.solver !== 'gradient-ascent') {
+    throw new Error(`${where}: options.solver must be 'cg' or 'gradient-ascent'; got ${describe(o.solver)}.`);
+  }
+  if (o.init !== undefined && o.init !== 'random' && o.init !== 'zero') {
+    throw new Error(`${where}: options.init must be 'random' or 'zero'; got ${describe(o.init)}.`);
+  }
+}
+
+function metricNamesOf(model: tfl.LayersModel): string[] {
+  const m = model as unknown as {getDedupedMetricsNames?: () => string[]; metricsNames?: string[]};
+  return m.getDedupedMetricsNames?.() ?? m.metricsNames ?? ['loss'];
+}
+
+/** Per-row "all finite" over every non-batch axis: `[B, ...] → [B]` bool. */
+function rowsFinite(t: tf.Tensor): tf.Tensor1D {
+  const f = tf.isFinite(t);
+  if (t.rank <= 1) return f as tf.Tensor1D;
+  return tf.all(f, Array.from({length: t.rank - 1}, (_, i) => i + 1)) as tf.Tensor1D;
+}
+
+/** Broadcasts a per-example `[B]` tensor to `t`'s shape. */
+function perRow(v: tf.Tensor1D, t: tf.Tensor): tf.Tensor {
+  return tf.broadcastTo(tf.reshape(v, [t.shape[0], ...t.shape.slice(1).map(() => 1)]), t.shape);
+}
+
+/** Sum of `v` over rows where `ok` (NaN-safe). */
+function maskedSum(v: tf.Tensor1D, ok: tf.Tensor1D): tf.Scalar {
+  return tf.sum(tf.where(ok, v, tf.zerosLike(v))) as tf.Scalar;
+}
+
+/** Mean of `v` over rows where `ok`, NaN if none. */
+function maskedMean(v: tf.Tensor1D, ok: tf.Tensor1D): tf.Scalar {
+  return tf.div(maskedSum(v, ok), tf.sum(tf.cast(ok, 'float32'))) as tf.Scalar;
+}
+
+/** Checks the batch before anything runs. Throws naming what is wrong. */
+function checkBatch(data: tf.Tensor[], where: string): void {
+  if (data.length < 2) throw new Error(`${where}: expected [x, y, ...sampleWeights], got ${data.length} tensor(s).`);
+  const [x, y] = data;
+  const b = x.shape[0];
+  if (y.shape[0] !== b) {
+    throw new Error(`${where}: x has batch size ${b} (shape [${x.shape.join(', ')}]) but y has batch size ${y.shape[0]} (shape [${y.shape.join(', ')}]).`);
+  }
+  for (let i = 2; i < data.length; i++) {
+    if (data[i] != null && data[i].shape[0] !== b) {
+      throw new Error(`${where}: sample weights have ${data[i].shape[0]} rows but the batch has ${b} examples.`);
+    }
+  }
+  const counts = tf.tidy(() =>
+    tf.stack([x, y].map((t) => (t.dtype === 'float32' ? tf.sum(tf.cast(tf.logicalNot(tf.isFinite(t)), 'float32')) : tf.scalar(0)))).dataSync(),
+  );
+  if (counts[0] > 0 || counts[1] > 0) {
+    const parts = [counts[0] > 0 ? `x (${counts[0]} values)` : '', counts[1] > 0 ? `y (${counts[1]} values)` : ''].filter(Boolean);
+    throw new Error(
+      `${where}: the batch has non-finite values (NaN or ±Infinity) in ${parts.join(' and ')}; refusing to train on it (the weights were not changed). ` +
+        `Clean the data, e.g. check tf.isFinite on your inputs.`,
+    );
+  }
+}
+
+/** Runs `fn` with the optimizer's applyGradients refusing non-finite gradients. */
+function guardGradients<T>(model: tfl.LayersModel, enabled: boolean, fn: () => T): {result: T; skipped: boolean} {
+  if (!enabled) return {result: fn(), skipped: false};
+  const opt = model.optimizer as unknown as {applyGradients: (g: unknown) => void};
+  const hadOwn = Object.prototype.hasOwnProperty.call(opt, 'applyGradients');
+  const prev = opt.applyGradients;
+  let skipped = false;
+  opt.applyGradients = function (this: unknown, grads: unknown) {
+    const list: tf.Tensor[] = Array.isArray(grads)
+      ? (grads as {tensor: tf.Tensor | null}[]).map((g) => g.tensor).filter((t): t is tf.Tensor => t != null)
+      : Object.values(grads as Record<string, tf.Tensor | null>).filter((t): t is tf.Tensor => t != null);
+    const ok = list.length === 0 || tf.tidy(() => tf.all(tf.stack(list.map((g) => tf.all(tf.isFinite(g))))).dataSync()[0] === 1);
+    if (!ok) {
+      skipped = true;
+      return;
+    }
+    return prev.call(this, grads);
+  };
+  try {
+    const result = fn();
+    return {result, skipped};
+  } finally {
+    if (hadOwn) opt.applyGradients = prev;
+    else delete (opt as {applyGradients?: unknown}).applyGradients;
+  }
+}
+
+/** Sample weights for the α-mixed 2B batch: [2α·w; 2(1−α)·w], shaped for the loss rank. */
+function mixedWeights(prep: PreparedTraining, b: number, classWeights: tf.Tensor | undefined): tf.Tensor {
+  const a = prep.alpha;
+  let w: tf.Tensor = tf.concat([tf.fill([b], 2 * a), tf.fill([b], 2 * (1 - a))]);
+  if (classWeights != null) {
+    const cw = tf.reshape(tf.cast(classWeights, 'float32'), [b]);
+    w = tf.mul(w, tf.concat([cw, cw]));
+  }
+  return prep.lossRank > 1 ? tf.reshape(w, [2 * b, ...Array(prep.lossRank - 1).fill(1)]) : w;
+}
+
+/** Options of {@link runAdversarialStep}. @internal */
+export interface StepContext {
+  strength: number;
+  seed?: number;
+  where: string;
+}
+
+function emptyStats(prep: PreparedTraining, b: number, s: number): AttackStats {
+  const norms: Record<string, number> = {};
+  if (prep.method === 'deep') for (const l of prep.layers) norms[l.name] = 0;
+  else norms.input = 0;
+  const stats: AttackStats = {
+    strength: s,
+    batchSize: b,
+    attacked: false,
+    objective: NaN,
+    iterations: 0,
+    gradientEvaluations: 0,
+    norms,
+    nonFinite: 0,
+    skippedUpdate: false,
+    adversarialLoss: NaN,
+  };
+  if (prep.alpha > 0 && prep.alpha < 1) stats.cleanLoss = NaN;
+  if (prep.method !== 'deep') stats.epsilon = 0;
+  return stats;
+}
+
+/**
+ * One adversarial step on `data = [x, y, ...sampleWeights]`: checks the batch,
+ * attacks, sanitises and calls `original` on the adversarial batch. Returns
+ * the outputs of `original` (owned by the caller) and the statistics. Every
+ * other tensor is disposed.
+ *
+ * @internal
+ */
+export function runAdversarialStep(
+  prep: PreparedTraining,
+  data: tf.Tensor[],
+  original: TrainFunction,
+  ctx: StepContext,
+): {outs: tf.Tensor[]; stats: AttackStats} {
+  checkBatch(data, ctx.where);
+  const s = ctx.strength;
+  const [x, y] = data;
+  const rest = data.slice(2);
+  const b = x.shape[0];
+  const stats = emptyStats(prep, b, s);
+  const model = prep.model;
+
+  if (s === 0 || prep.alpha === 1) {
+    // No attack: exactly the plain tfjs step.
+    const {result, skipped} = guardGradients(model, prep.skipNonFinite && prep.alpha !== 1, () => original(data));
+    stats.skippedUpdate = skipped;
+    if (prep.alpha !== 1) stats.adversarialLoss = result[0].dataSync()[0];
+    return {outs: result, stats};
+  }
+  if (prep.method === 'pgd' || prep.method === 'fgsm') stats.epsilon = pgdLikeOptions(prep, s, ctx.seed, ctx.where).epsilon;
+
+  const mixed = prep.alpha > 0;
+  const outs = tf.tidy(() => {
+    let update: () => tf.Tensor[];
+    let splitLosses: (() => tf.Tensor1D) | null = null; // per-example losses of the 2B mixed batch (inference mode)
+    if (prep.method === 'deep') {
+      const o = prep.options as DeepTrainingOptions;
+      const penalties = prep.basePenalties.map((p) => (p == null ? null : scalePenalty(p, s)));
+      // Every deepAttack option passes through, except those the step owns.
+      const {method: _method, cleanWeight: _alpha, seed: _seed, skipNonFiniteUpdates: _skip, penalties: _penalties, ...deepOptions} = o;
+      const r = deepAttack(model, x, y, {...deepOptions, penalties, seed: ctx.seed});
+      stats.iterations = r.iterations;
+      stats.gradientEvaluations = r.gradientEvaluations;
+      // Sanitise: rows with a non-finite disturbance (should not happen: CG falls back) get d = 0.
+      let ok = tf.cast(tf.ones([b]), 'bool') as tf.Tensor1D;
+      for (const d of r.disturbances) ok = tf.logicalAnd(ok, rowsFinite(d)) as tf.Tensor1D;
+      const jOk = tf.logicalAnd(ok, tf.isFinite(r.objective)) as tf.Tensor1D;
+      // Mean ‖dℓ‖ with a bad row counted as 0 (what the update will use).
+      const normTensors = r.disturbances.map((d, i) =>
+        tf.div(maskedSum(normPerExample(d, penalties[i]?.kind ?? prep.layers[i].penalty.kind), ok), b),
+      );
+      const read = tf.stack([maskedMean(r.objective, jOk), tf.sub(b, tf.sum(tf.cast(ok, 'float32'))), ...normTensors]).dataSync();
+      stats.objective = read[0];
+      stats.nonFinite = r.nonFinite + read[1];
+      prep.layers.forEach((l, i) => (stats.norms[l.name] = read[2 + i]));
+      stats.attacked = true;
+      // Only when needed (rare): a broadcast `where` costs a Tile kernel per layer.
+      const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
+      if (!mixed) {
+        update = () => withModes(prep.layers, 'add', ds, () => original(data));
+      } else {
+        const dMix = ds.map((d) => tf.concat([tf.zerosLike(d), d]));
+        const x2 = tf.concat([x, x]);
+        const y2 = tf.concat([y, y]);
+        const w = mixedWeights(prep, b, rest[0]);
+        update = () => withModes(prep.layers, 'add', dMix, () => original([x2, y2, w]));
+        splitLosses = () =>
+          withModes(prep.layers, 'add', dMix, () => prep.lossFn(y2, model.apply(x2, {training: false}) as tf.Tensor));
+      }
+    } else {
+      const o = pgdLikeOptions(prep, s, ctx.seed, ctx.where);
+      const r = runPgd(model, x, y, o, prep.logObjective);
+      stats.iterations = o.steps * o.restarts;
+      stats.gradientEvaluations = r.gradientEvaluations;
+      let ok = rowsFinite(r.adversarial);
+      if (r.loss) ok = tf.logicalAnd(ok, tf.isFinite(r.loss)) as tf.Tensor1D;
+      const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+      const norm = tf.div(maskedSum(normPerExample(tf.sub(r.adversarial, xf), o.norm === 'l2' ? 'l2' : 'linf'), ok), b);
+      const objective = r.loss ? maskedMean(r.loss, ok) : tf.scalar(NaN);
+      const read = tf.stack([objective, tf.sub(b, tf.sum(tf.cast(ok, 'float32'))), norm]).dataSync();
+      stats.objective = read[0];
+      stats.nonFinite = read[1];
+      stats.norms.input = read[2];
+      stats.attacked = true;
+      // A bad row falls back to the clean input (only computed when needed).
+      const adv = read[1] > 0 ? tf.where(perRow(ok, r.adversarial), r.adversarial, xf) : r.adversarial;
+      if (!mixed) {
+        update = () => original([adv, y, ...rest]);
+      } else {
+        const x2 = tf.concat([xf, adv]);
+        const y2 = tf.concat([y, y]);
+        const w = mixedWeights(prep, b, rest[0]);
+        update = () => original([x2, y2, w]);
+        splitLosses = () => prep.lossFn(y2, model.apply(x2, {training: false}) as tf.Tensor);
+      }
+    }
+    if (splitLosses) {
+      // Before the update, i.e. at the weights the update's loss is computed at.
+      const fn = splitLosses as () => tf.Tensor1D;
+      const l = tf.tidy(() => {
+        const per = fn();
+        return tf.stack([tf.mean(tf.slice(per, [0], [b])), tf.mean(tf.slice(per, [b], [b]))]).dataSync();
+      });
+      stats.cleanLoss = l[0];
+      stats.adversarialLoss = l[1];
+    }
+    const {result, skipped} = guardGradients(model, prep.skipNonFinite, update);
+    stats.skippedUpdate = skipped;
+    if (!splitLosses) stats.adversarialLoss = result[0].dataSync()[0];
+    return result;
+  });
+  return {outs, stats};
+}
+
+/** Flat log keys of a step's statistics, as written into `fit`'s logs. */
+export function statsToLogs(stats: AttackStats): Record<string, number> {
+  const logs: Record<string, number> = {
+    adv_strength: stats.strength,
+    adv_objective: stats.objective,
+    adv_loss: stats.adversarialLoss,
+    adv_iterations: stats.iterations,
+    adv_grad_evals: stats.gradientEvaluations,
+    adv_nonfinite: stats.nonFinite,
+    adv_skipped_updates: stats.skippedUpdate ? 1 : 0,
+  };
+  if (stats.cleanLoss !== undefined) logs.adv_clean_loss = stats.cleanLoss;
+  if (stats.epsilon !== undefined) logs.adv_epsilon = stats.epsilon;
+  for (const [name, v] of Object.entries(stats.norms)) logs[`adv_norm_${name}`] = v;
+  return logs;
+}
+
+/**
+ * One adversarial training step for custom training loops: attacks the batch
+ * (inference mode, weights untouched), then performs ONE update with the
+ * model's compiled loss, optimizer and metrics at the adversarial point —
+ * exactly what `model.fit` with {@link adversarialCallback} does per batch.
+ *
+ * ```ts
+ * for (const [xb, yb] of batches) {
+ *   const r = adversarialStep(model, xb, yb, {method: 'pgd', epsilon: 0.1, steps: 7, seed: step++});
+ *   console.log(r.loss, r.metrics.acc, r.attack.objective);
+ * }
+ * ```
+ *
+ * @param model A compiled single-input, single-output model (`tf.sequential`
+ *   or `tf.model`); for `'deep'` it needs Disturbance layers (see `instrument`).
+ * @param x Inputs `[B, ...inputShape]` (not disposed).
+ * @param y Targets `[B, ...]` in the format of the compiled loss (not disposed).
+ * @param options Method and options; `strength` scales the attack (default 1);
+ *   `seed` is used as given, so pass a different one per step for fresh random starts.
+ * @returns Plain numbers: the training loss and metrics of the update and the attack statistics.
+ * @throws Before any weight changes: uncompiled model, invalid options, `deep`
+ *   without Disturbance layers, a disturbed integer/embedding input, x/y shape
+ *   mismatch, non-finite values in x or y.
+ */
+export function adversarialStep(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: AdversarialStepOptions): AdversarialStepResult {
+  const where = 'adversarialStep';
+  const prep = prepareAdversarialTraining(model, options, where);
+  if (!(x instanceof tf.Tensor) || !(y instanceof tf.Tensor)) {
+    throw new Error(`${where}: x and y must be tensors; got ${typeof x} and ${typeof y}.`);
+  }
+  try {
+    assertCompatibleXY(prep.model, x, y);
+  } catch (e) {
+    throw new Error(`${where}: ${(e as Error).message}`);
+  }
+  const strength = checkStrength(options.strength ?? 1, where);
+  const original = originalTrainFunction(prep.model);
+  const {outs, stats} = runAdversarialStep(prep, [x, y], original, {strength, seed: options.seed, where});
+  try {
+    const values = outs.map((t) => t.dataSync()[0]);
+    const metrics: Record<string, number> = {};
+    prep.metricNames.slice(1).forEach((name, i) => {
+      if (i + 1 < values.length) metrics[name] = values[i + 1];
+    });
+    return {loss: values[0], metrics, attack: stats, logs: statsToLogs(stats)};
+  } finally {
+    tf.dispose(outs);
+  }
+}
