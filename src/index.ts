@@ -53,3 +53,39 @@ export type {PgdOptions, PgdResult, AttackNorm} from './attacks/pgd.js';
 
 export {conjugateGradient, gradientAscent} from './solvers/index.js';
 export type {BatchObjective, SolverOptions, SolverResult, IterationInfo, CgOptions, GradientAscentOptions} from './solvers/index.js';
+
+export {adversarialCallback, AdversarialCallback} from './training/callback.js';
+export type {AdversarialCallbackOptions, ValidateAdversarialOptions, FgsmGuardOptions} from './training/callback.js';
+export {adversarialStep} from './training/train_step.js';
+export type {
+  AdversarialTrainingOptions,
+  AdversarialStepOptions,
+  AdversarialStepResult,
+  AttackStats,
+  CommonTrainingOptions,
+  DeepTrainingOptions,
+  PgdTrainingOptions,
+  FgsmTrainingOptions,
+} from './training/train_step.js';
+export {linearWarmup, strengthAt, scalePenalty} from './training/schedules.js';
+export type {StrengthSchedule} from './training/schedules.js';
+
+export {evaluateRobustness, layerVulnerability, worstCaseAccuracy, correctPredictions} from './eval/robustness.js';
+export type {
+  RobustnessAttack,
+  FgsmAttackSpec,
+  PgdAttackSpec,
+  DeepAttackSpec,
+  RobustnessOptions,
+  RobustnessResult,
+  RobustnessProgress,
+  AttackResult,
+  AttackPoint,
+  WorstCasePoint,
+  AttackOutcome,
+  LayerProfileOptions,
+  LayerProfile,
+  LayerVulnerability,
+} from './eval/robustness.js';
+export {solverConvergence} from './eval/convergence.js';
+export type {ConvergenceOptions, ConvergenceResult, ConvergenceRun, ConvergencePoint} from './eval/convergence.js';
