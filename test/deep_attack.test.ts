@@ -251,3 +251,26 @@ test('memory: only the returned tensors remain; weights are never written; penal
   assert.throws(() => deepAttack(model, x, yBad), /same batch size/);
   tf.dispose([x, y, yBad]);
 });
+
+test("init 'gradient': on logistic regression the linearised start is the exact L∞ worst case (FGSM), and it counts one gradient evaluation", () => {
+  const base = tfl.sequential({layers: [tfl.layers.dense({units: 1, inputShape: [4], activation: 'sigmoid', kernelInitializer: tfl.initializers.randomNormal({seed: 9})})]});
+  base.compile({optimizer: 'sgd', loss: 'binaryCrossentropy'});
+  const model = instrument(base, {input: {kind: 'linf', epsilon: 0.2}, hidden: null});
+  const x = tf.tensor2d([[0.1, -0.3, 0.5, 0.2], [1, 0.4, -0.2, 0.0], [-0.5, -0.5, 0.5, 0.5]]);
+  const y = tf.tensor2d([[1], [0], [1]]);
+  const w = Array.from(base.layers[0].getWeights()[0].dataSync());
+  const b = base.layers[0].getWeights()[1].dataSync()[0];
+  const xs = x.arraySync() as number[][];
+  const ys = [1, 0, 1];
+  const worst = xs.map((row, i) => {
+    const s = 2 * ys[i] - 1;
+    const z = row.reduce((acc, v, k) => acc + (v - 0.2 * s * Math.sign(w[k])) * w[k], b);
+    return Math.log1p(Math.exp(-s * z)); // binary cross-entropy at the worst point
+  });
+  const r = deepAttack(model, x, y, {maxIterations: 0, project: true, seed: 2});
+  assert.equal(r.gradientEvaluations, 2, 'the linearised step plus the solver start');
+  r.objective.dataSync().forEach((v, i) => assert.ok(Math.abs(v - worst[i]) <= 1e-4 * Math.max(1, worst[i]), `example ${i}: ${v} vs closed form ${worst[i]}`));
+  const rnd = deepAttack(model, x, y, {maxIterations: 0, project: true, seed: 2, init: 'random'});
+  rnd.objective.dataSync().forEach((v, i) => assert.ok(v < worst[i] - 1e-3, `random start ${v} is below the worst case ${worst[i]}`));
+  tf.dispose([x, y, r.objective, ...r.disturbances, rnd.objective, ...rnd.disturbances]);
+});

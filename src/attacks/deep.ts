@@ -1,7 +1,7 @@
 /**
  * The deep adversarial attack (seed §3, Algorithm 1 lines 5–8):
  *
- * 1. initialise every dℓ randomly (or at zero);
+ * 1. initialise every dℓ randomly (by default followed by one linearised step, `init: 'gradient'`);
  * 2. one forward pass in `add` mode initialises the neurons nℓ = fℓ(·) + dℓ;
  * 3. maximise J(n) of eq. 11 over the neurons with batched nonlinear CG
  *    (or gradient ascent, the baseline);
@@ -13,7 +13,7 @@ import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceSites} from '../model/instrument.js';
 import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
 import {disposeAddResult, disturbedObjective, forwardAdd, neuronObjective, withModes} from '../objective/neuron_space.js';
-import {PenaltyConfig, validatePenalty, violationPerExample} from '../objective/penalties.js';
+import {PenaltyConfig, penaltyValue, sumPerExample, validatePenalty, violationPerExample} from '../objective/penalties.js';
 import {conjugateGradient} from '../solvers/cg.js';
 import {gradientAscent} from '../solvers/gradient_ascent.js';
 import type {SolverResult} from '../solvers/types.js';
@@ -28,8 +28,15 @@ export interface DeepAttackOptions {
   maxGradientEvaluations?: number;
   /** Relative tolerance of the solver's stopping test (see `SolverOptions`). Default 1e-6. */
   tolerance?: number;
-  /** Initial disturbances: `'random'` (default; uniform, see `initScale`) or `'zero'`. */
-  init?: 'random' | 'zero';
+  /**
+   * Initial disturbances: `'random'` (uniform, see `initScale`), `'zero'`, or
+   * `'gradient'` (default): from the random start, one gradient of eq. 9 w.r.t. every dℓ (through the
+   * network, counted as a gradient evaluation) and each layer jumps to the maximiser of its
+   * linearised objective — ε·sign(g) for L∞, ε·g/‖g‖₂ for L2/L1, g_c/(2λ) for quadratic —
+   * then is projected onto its ball/box. Like an FGSM step on every layer at once; it helps
+   * most for input budgets, whose eq. 11 gradient only reaches the input through the penalties.
+   */
+  init?: 'random' | 'zero' | 'gradient';
   /**
    * Half-width of the uniform random initialisation. Default per layer: ε/2 for
    * `linf`, ε/(2√units) for `l2`, ε/(2·units) for `l1`, 0.01 for `quadratic`.
@@ -119,9 +126,9 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   checkOption(options.initScale, 'initScale', (v) => v >= 0, 'a number >= 0');
   checkOption(options.stepSize, 'stepSize', (v) => v > 0, 'a number > 0');
   checkOption(options.seed, 'seed', () => true, 'a finite number');
-  const init = options.init ?? 'random';
-  if (init !== 'random' && init !== 'zero') {
-    throw new Error(`deepAttack: option 'init' must be 'random' or 'zero', got ${JSON.stringify(init)}.`);
+  const init = options.init ?? 'gradient';
+  if (init !== 'random' && init !== 'zero' && init !== 'gradient') {
+    throw new Error(`deepAttack: option 'init' must be 'random', 'zero' or 'gradient', got ${JSON.stringify(init)}.`);
   }
   const allSites = disturbanceSites(model);
   if (allSites.length === 0) {
@@ -147,8 +154,9 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   const shapes = active.map((i) => allShapes[i]);
 
   let functionEvaluations = 0;
+  let initGradientEvaluations = 0;
   // 1–2. Random disturbances, one forward pass in add mode → initial neurons.
-  const d0 = tf.tidy(() =>
+  let d0 = tf.tidy(() =>
     shapes.map((shape, i) => {
       if (init === 'zero') return tf.zeros(shape);
       const units = shape.slice(1).reduce((a, b) => a * b, 1);
@@ -156,6 +164,12 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
       return tf.randomUniform(shape, -s, s, 'float32', options.seed === undefined ? undefined : options.seed + i);
     }),
   );
+  if (init === 'gradient' && !(options.maxGradientEvaluations !== undefined && options.maxGradientEvaluations < 2)) {
+    const stepped = linearisedStep(model, layers, penalties, x, y, loss, d0);
+    tf.dispose(d0);
+    d0 = stepped;
+    initGradientEvaluations = 1;
+  }
   let n0: tf.Tensor[];
   try {
     // Projected so that the start point respects every ball and box (e.g. valid pixel range).
@@ -173,7 +187,8 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   try {
     const common = {
       maxIterations: options.maxIterations,
-      maxGradientEvaluations: options.maxGradientEvaluations,
+      maxGradientEvaluations:
+        options.maxGradientEvaluations === undefined ? undefined : options.maxGradientEvaluations - initGradientEvaluations,
       tolerance: options.tolerance,
     };
     result =
@@ -233,7 +248,7 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
     violation: all.map((a) => a.v),
     objective: finalObjective,
     iterations: result.iterations,
-    gradientEvaluations: result.gradientEvaluations,
+    gradientEvaluations: result.gradientEvaluations + initGradientEvaluations,
     functionEvaluations,
     history: result.history,
     nonFinite: result.nonFinite,
@@ -271,4 +286,43 @@ export function predictDisturbed(model: tfl.LayersModel, x: tf.Tensor, disturban
     throw new Error(`predictDisturbed: got ${disturbances.length} disturbances but model '${model.name}' has ${layers.length} Disturbance layers.`);
   }
   return withModes(layers, 'add', disturbances, () => model.apply(x, {training: false}) as tf.Tensor);
+}
+
+/**
+ * One gradient of eq. 9, Σ_b c(y_b, h(w, x_b, d_b)) + Σℓ ρℓ(dℓ,b), w.r.t. every dℓ (through the
+ * network, in add mode), then per layer the maximiser of the linearised objective (see
+ * `DeepAttackOptions.init`). Box terms are left to the projection that follows.
+ */
+function linearisedStep(
+  model: tfl.LayersModel,
+  layers: Disturbance[],
+  penalties: PenaltyConfig[],
+  x: tf.Tensor,
+  y: tf.Tensor,
+  loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D,
+  ds: tf.Tensor[],
+): tf.Tensor[] {
+  return tf.tidy(() => {
+    const noBox = penalties.map((p) => ({...p, box: undefined}) as PenaltyConfig);
+    const grads = tf.grads((...d: tf.Tensor[]) =>
+      withModes(layers, 'add', d, () => {
+        let j: tf.Tensor = tf.sum(loss(y, model.apply(x, {training: false}) as tf.Tensor));
+        d.forEach((di, i) => (j = tf.add(j, tf.sum(penaltyValue(noBox[i], di)))));
+        return j as tf.Scalar;
+      }),
+    )(ds);
+    return grads.map((g0, i) => {
+      const p = penalties[i];
+      const g = tf.where(tf.isFinite(g0), g0, tf.zerosLike(g0));
+      const perExample = (t: tf.Tensor) => tf.reshape(t, [g.shape[0], ...g.shape.slice(1).map(() => 1)]);
+      if (p.kind === 'linf') return tf.mul(p.epsilon, tf.sign(g));
+      if (p.kind === 'l2' || p.kind === 'l1') {
+        const norm = tf.sqrt(sumPerExample(tf.square(g)));
+        return tf.mul(g, perExample(tf.div(p.epsilon, tf.maximum(norm, 1e-12))));
+      }
+      const lambda = p.kind === 'quadratic' ? p.lambda : 0;
+      if (lambda > 0) return tf.add(ds[i], tf.div(g, 2 * lambda));
+      return tf.clone(ds[i]);
+    });
+  });
 }
