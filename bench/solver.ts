@@ -366,7 +366,7 @@ function runCase(c: Case): void {
   const t0 = performance.now();
   const p = problem(c.adv, c.x, c.penalties);
   // consistency: deepAttack from the same seed starts at the same mean objective
-  const da = deepAttack(c.adv, c.x, y, {seed: cfg.seed, penalties: c.penalties, maxIterations: 0});
+  const da = deepAttack(c.adv, c.x, y, {seed: cfg.seed, penalties: c.penalties, maxIterations: 0, init: 'random'});
   const daJ0 = da.history[0];
   tf.dispose([...da.disturbances, da.objective]);
 
