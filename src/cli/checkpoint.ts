@@ -26,7 +26,7 @@ import {randomBytes} from 'node:crypto';
 import {promises as fsp} from 'node:fs';
 import {join} from 'node:path';
 
-import {fileSystem, writeFileAtomic} from '../io/file_system.js';
+import {fileSystem, fsyncDir, writeFileAtomic} from '../io/file_system.js';
 import '../layers/disturbance.js'; // registers the Disturbance class, so checkpoints of instrumented models load
 
 /** Where a run stands. */
@@ -81,18 +81,6 @@ export function checkpointName(epochsDone: number, batchesDone: number): string 
 
 /** Private scalar variables of tfjs optimizers that `getWeights()` does not return. */
 const EXTRA_SCALARS = ['accBeta1', 'accBeta2'];
-
-async function fsyncDir(dir: string): Promise<void> {
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(dir, 'r');
-    await fh.sync();
-  } catch {
-    // not supported here
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
-}
 
 /**
  * Saves a checkpoint of `model` (with its compiled optimizer) and `state` under

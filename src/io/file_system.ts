@@ -55,7 +55,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array | 
 }
 
 /** fsync a directory so a rename in it is durable; ignored where unsupported (e.g. Windows). */
-async function fsyncDir(dir: string): Promise<void> {
+export async function fsyncDir(dir: string): Promise<void> {
   let fh: fsp.FileHandle | undefined;
   try {
     fh = await fsp.open(dir, 'r');
