@@ -52,6 +52,7 @@ const ROWS: {id: string; label: string; args: string[]}[] = [
   {id: 'plain', label: 'Standard training', args: ['--method', 'none']},
   {id: 'pgd-0.1', label: `PGD-AT L∞ ε=0.1 (k=${k})`, args: ['--method', 'pgd', '--epsilon', '0.1', '--steps', k]},
   {id: 'pgd-0.3', label: `PGD-AT L∞ ε=0.3 (k=${k})`, args: ['--method', 'pgd', '--epsilon', '0.3', '--steps', k]},
+  {id: 'pgd-0.3-warmup', label: `PGD-AT L∞ ε=0.3 (k=${k}, ε warm-up 0 → 0.3 over 2 epochs)`, args: ['--method', 'pgd', '--epsilon', '0.3', '--steps', k, '--warmup', '2']},
   {id: 'fgsm-rs', label: 'FGSM-RS ε=0.1', args: ['--method', 'fgsm', '--epsilon', '0.1']},
   {
     id: 'deep-quad',
