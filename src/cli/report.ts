@@ -83,12 +83,35 @@ function penaltyKinds(dir: string, run?: RunMetadata): Record<string, string> {
   return {};
 }
 
+/** Short human description of a penalty given on the command line (JSON or `none`). */
+function penaltyText(json: string | undefined, fallback: string): string {
+  if (json === undefined) return fallback;
+  if (json === 'none') return 'off';
+  try {
+    const p = JSON.parse(json) as {kind: string; epsilon?: number; lambda?: number; box?: number[]};
+    const core = p.kind === 'quadratic' ? `quadratic λ=${p.lambda}` : `${p.kind} ε=${p.epsilon}`;
+    return p.box ? `${core} in [${p.box.join(', ')}]` : core;
+  } catch {
+    return json;
+  }
+}
+
+/** What a run trained with, e.g. `pgd (ε=0.3, 7 steps, warm-up 2 epochs)`, honouring --input/--hidden-penalty. */
+function trainingSummary(o: RunMetadata['options']): string {
+  if (o.method === 'none') return 'plain';
+  const warm = o.warmup > 0 ? `, warm-up ${o.warmup} epochs` : '';
+  if (o.method === 'deep') {
+    const input = penaltyText(o.inputPenalty, `${o.norm} ε=${o.epsilon}`);
+    const hidden = penaltyText(o.hiddenPenalty, `quadratic λ=${o.lambda}`);
+    return `deep (input ${input}; hidden ${hidden}${warm})`;
+  }
+  return `${o.method} (ε=${o.epsilon}${o.method === 'pgd' ? `, ${o.steps} steps` : ''}${warm})`;
+}
+
 function describeRun(dir: string, run?: RunMetadata): string {
   const name = basename(dir);
   if (!run) return name;
-  const o = run.options;
-  const method = o.method === 'none' ? 'plain training' : o.method === 'deep' ? 'deep adversarial training' : `${o.method.toUpperCase()} adversarial training`;
-  return `${name} — ${o.model} · ${method}${o.method === 'none' ? '' : `, ε=${o.epsilon}`}${o.method === 'deep' ? `, λ=${o.lambda}` : ''}`;
+  return `${name} — ${run.options.model} · ${trainingSummary(run.options)}`;
 }
 
 function loadRun(dir: string): Run {
@@ -222,7 +245,7 @@ function summaryTable(runs: Run[]): string {
     return [
       basename(r.dir),
       o?.model ?? '—',
-      o ? (o.method === 'none' ? 'plain' : `${o.method}${o.method === 'deep' ? ` (input ${o.norm} ε=${o.epsilon}, hidden λ=${o.lambda})` : ` (ε=${o.epsilon})`}`) : '—',
+      o ? trainingSummary(o) : '—',
       r.run ? `${r.run.epochsDone}${r.run.status !== 'complete' ? ` (${r.run.status})` : ''}` : '—',
       r.run ? String(r.run.data.trainExamples) : '—',
       res ? pct(res.cleanAccuracy) : '—',
@@ -244,7 +267,7 @@ const SECTIONS: [string, string][] = [
 ];
 
 /** Builds the HTML document of a report. */
-export async function buildReportHtml(runs: Run[], title: string): Promise<{html: string; charts: number}> {
+export async function buildReportHtml(runs: Run[], title: string, baseDir?: string): Promise<{html: string; charts: number}> {
   const charts = buildCharts(runs);
   const svgs = await Promise.all(charts.map((c) => renderSvg(c)));
   const parts: string[] = [];
@@ -284,7 +307,7 @@ ul.runs { font-size: 0.9em; }
 <body>
 <h1>${esc(title)}</h1>
 <p class="meta">Generated ${esc(generated)} by tfjs-deep-adversarial from ${runs.length} run${runs.length === 1 ? '' : 's'}. Accuracies are on MNIST test examples; “robust” means correct on the clean and on the attacked input.</p>
-<ul class="runs">${runs.map((r) => `<li>${esc(r.label)} <code>${esc(r.dir)}</code></li>`).join('')}</ul>
+<ul class="runs">${runs.map((r) => `<li>${esc(r.label)} <code>${esc(baseDir ? relative(baseDir, r.dir) || '.' : r.dir)}</code></li>`).join('')}</ul>
 <h2>Summary</h2>
 ${summaryTable(runs)}
 ${parts.join('\n')}
@@ -304,7 +327,7 @@ export async function reportCommand(o: ReportCommandOptions, log: (s: string) =>
     const base = o.runs.length === 1 ? resolve(o.runs[0]) : commonParent(dirs);
     out = join(base, 'report.html');
   }
-  const {html, charts} = await buildReportHtml(runs, o.title ?? 'tfjs-deep-adversarial report');
+  const {html, charts} = await buildReportHtml(runs, o.title ?? 'tfjs-deep-adversarial report', dirname(resolve(out)));
   await writeFileAtomic(resolve(out), html);
   log(`report: ${charts} charts from ${runs.length} run(s) → ${resolve(out)}`);
   return {path: resolve(out), charts};
