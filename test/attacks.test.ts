@@ -1,4 +1,5 @@
 import {tf} from './setup.js';
+import {rand} from './fixtures/random.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
@@ -9,16 +10,6 @@ import {pgdAttack, pgdAttackWithInfo} from '../src/attacks/pgd.js';
 
 // ---------------------------------------------------------------- helpers
 
-/** Deterministic pseudo-random numbers in [lo, hi). */
-function rand(n: number, seed: number, lo = -1, hi = 1): number[] {
-  let s = seed >>> 0;
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out.push(lo + ((hi - lo) * s) / 2 ** 32);
-  }
-  return out;
-}
 
 function denseModel(inputShape: number[], units: number, activation: 'linear' | 'softmax' | 'sigmoid', seed: number) {
   const m = tfl.sequential({layers: [tfl.layers.dense({units, inputShape, activation})]});

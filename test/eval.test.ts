@@ -1,4 +1,5 @@
 import {tf} from './setup.js';
+import {mulberry32 as rng} from './fixtures/random.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
@@ -7,17 +8,6 @@ import {evaluateRobustness, layerVulnerability, worstCaseAccuracy} from '../src/
 import {solverConvergence} from '../src/eval/convergence.js';
 import {disturbanceSites, instrument} from '../src/model/instrument.js';
 
-/** Small deterministic PRNG (mulberry32) for test data. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const D = 4;
 const W = [

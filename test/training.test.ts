@@ -1,4 +1,5 @@
 import {tf} from './setup.js';
+import {rand} from './fixtures/random.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfd from '@tensorflow/tfjs-data';
 import assert from 'node:assert/strict';
@@ -22,16 +23,6 @@ import {cnn} from './fixtures/models.js';
 
 // ---------------------------------------------------------------- helpers
 
-/** Deterministic pseudo-random numbers in [lo, hi). */
-function rand(n: number, seed: number, lo = -1, hi = 1): number[] {
-  let s = seed >>> 0;
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out.push(lo + ((hi - lo) * s) / 2 ** 32);
-  }
-  return out;
-}
 
 /** Sequential MLP 4-8(-BN)-3 with deterministic weights, compiled. */
 function mlp(seed: number, o: {bn?: boolean; optimizer?: string | tf.Optimizer; loss?: string} = {}): tfl.Sequential {
