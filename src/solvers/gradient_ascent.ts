@@ -12,6 +12,7 @@ import {
   disposeStateExcept,
   evaluate,
   expandAs,
+  whereRows,
   finitePerExample,
   forwardOnlyResult,
   gradientTest,
@@ -89,7 +90,7 @@ export function gradientAscent(
       const e = evaluate(f, x, B);
       gradientEvaluations++;
       const fin = finitePerExample(e.value, e.grads, x, B);
-      const g = e.grads.map((gi) => tf.where(expandAs(fin, gi), gi, tf.zerosLike(gi)));
+      const g = e.grads.map((gi) => whereRows(fin, gi, tf.zerosLike(gi)));
       const gg = batchDot(g, g, B);
       const packed = tf.concat([
         e.value,
@@ -148,7 +149,7 @@ export function gradientAscent(
         const conv = tf.logicalAnd(accept, tf.logicalOr(valueConv, gradientTest(gg, N.value, gtol)));
 
         const sel = (a: tf.Tensor, b: tf.Tensor, m: tf.Tensor): tf.Tensor =>
-          tf.where(expandAs(m, a), a, b);
+          whereRows(m, a, b);
         const s: State = {
           x: xn.map((xi, i) => sel(xi, old.x[i], accept)),
           J: sel(N.value, old.J, accept) as tf.Tensor1D,
