@@ -12,7 +12,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceSites} from '../model/instrument.js';
 import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
-import {disposeAddResult, disturbedObjective, forwardAdd, neuronObjective, withModes} from '../objective/neuron_space.js';
+import {disposeAddResult, disturbedObjective, forwardAdd, neuronInputs, neuronObjective, withModes} from '../objective/neuron_space.js';
 import {PenaltyConfig, penaltyValue, sumPerExample, validatePenalty, violationPerExample} from '../objective/penalties.js';
 import {conjugateGradient} from '../solvers/cg.js';
 import {gradientAscent} from '../solvers/gradient_ascent.js';
@@ -204,15 +204,7 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   let disturbances: tf.Tensor[];
   let inputs: tf.Tensor[];
   try {
-    inputs = withModes(layers, 'neuron', result.xs, () => {
-      const out = model.apply(x, {training: false}) as tf.Tensor;
-      out.dispose();
-      return layers.map((layer) => {
-        const rec = layer.takeRecording();
-        if (!rec?.input) throw new Error(`deepAttack: Disturbance layer '${layer.name}' was not reached by the forward pass.`);
-        return rec.input;
-      });
-    }, {record: true});
+    inputs = neuronInputs(model, layers, x, result.xs);
     functionEvaluations++;
     disturbances = result.xs.map((n, i) => tf.sub(n, inputs[i]));
   } finally {

@@ -100,6 +100,23 @@ export function neuronObjective(
 }
 
 /**
+ * One forward pass in `neuron` mode with the neurons `ns`, returning the layer
+ * inputs fℓ(nℓ₋₁) it recorded (caller owns them), e.g. to recover d* = n − fℓ(·) by eq. 6.
+ */
+export function neuronInputs(model: tfl.LayersModel, layers: Disturbance[], x: tf.Tensor, ns: tf.Tensor[]): tf.Tensor[] {
+  return withModes(
+    layers,
+    'neuron',
+    ns,
+    () => {
+      forward(model, x).dispose();
+      return takeInputs(layers);
+    },
+    {record: true},
+  );
+}
+
+/**
  * Result of a forward pass in `add` mode (eq. 6). All tensors are owned by the
  * caller, who must release them with {@link disposeAddResult} (some are kept, so
  * an enclosing `tf.tidy` does not release them).

@@ -159,8 +159,7 @@ export function conjugateGradient(
         active[b] = 1;
       }
     }
-    exampleHistory.push(J0);
-    history.push(mean(J0));
+    recordValues(J0, history, exampleHistory);
 
     let iterations = 0;
     while (iterations < maxIterations) {
@@ -323,10 +322,7 @@ export function conjugateGradient(
           }
         }
       }
-      const Jk = Array.from(v.subarray(0, B));
-      exampleHistory.push(Jk);
-      const m = mean(Jk);
-      history.push(m);
+      const m = recordValues(Array.from(v.subarray(0, B)), history, exampleHistory);
       options.onIteration?.({iteration: iterations, meanObjective: m, gradientEvaluations});
     }
 
@@ -389,6 +385,14 @@ export function toFloatCopy(x: tf.Tensor): tf.Tensor {
 }
 
 /** Reshapes a per-example tensor [B] to [B, 1, ..., 1] so that it broadcasts against `t`. @internal */
+/** Appends one iteration's per-example values and their mean to the histories; returns the mean. @internal */
+export function recordValues(values: number[], history: number[], exampleHistory: number[][]): number {
+  const m = mean(values);
+  exampleHistory.push(values);
+  history.push(m);
+  return m;
+}
+
 export function expandAs(v: tf.Tensor, t: tf.Tensor): tf.Tensor {
   if (t.rank <= 1) return v;
   return tf.reshape(v, [v.shape[0], ...new Array<number>(t.rank - 1).fill(1)]);

@@ -13,6 +13,7 @@ import {
   evaluate,
   expandAs,
   whereRows,
+  recordValues,
   finitePerExample,
   forwardOnlyResult,
   gradientTest,
@@ -115,8 +116,7 @@ export function gradientAscent(
       else if (v0[2 * B + b] === 1) converged++;
       else active[b] = 1;
     }
-    exampleHistory.push(J0);
-    history.push(mean(J0));
+    recordValues(J0, history, exampleHistory);
 
     let iterations = 0;
     while (iterations < maxIterations && active.some((a) => a === 1)) {
@@ -187,10 +187,7 @@ export function gradientAscent(
           active[b] = 0;
         }
       }
-      const Jk = Array.from(v.subarray(0, B));
-      exampleHistory.push(Jk);
-      const m = mean(Jk);
-      history.push(m);
+      const m = recordValues(Array.from(v.subarray(0, B)), history, exampleHistory);
       options.onIteration?.({iteration: iterations, meanObjective: m, gradientEvaluations});
     }
 
