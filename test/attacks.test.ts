@@ -145,7 +145,7 @@ describe('perExampleLoss', () => {
     tf.dispose([x, y, p]);
   });
 
-  it('errors: not compiled, several outputs', () => {
+  it('errors: not compiled; several outputs take lists and sum the per-output losses', () => {
     const m = denseModel([4], 3, 'softmax', 14);
     assert.throws(() => perExampleLoss(m), /call model\.compile\(/);
     const inp = tfl.input({shape: [4]});
@@ -153,7 +153,17 @@ describe('perExampleLoss', () => {
     const o2 = tfl.layers.dense({units: 3}).apply(inp) as tfl.SymbolicTensor;
     const two = tfl.model({inputs: inp, outputs: [o1, o2]});
     two.compile({optimizer: 'sgd', loss: 'meanSquaredError'});
-    assert.throws(() => perExampleLoss(two), /supports one output; got 2/);
+    const xi = tf.randomNormal([2, 4], 0, 1, 'float32', 15);
+    const [p1, p2] = two.predict(xi) as tf.Tensor[];
+    const t1 = tf.zeros([2, 2]);
+    const t2 = tf.ones([2, 3]);
+    const got = tf.tidy(() => perExampleLoss(two)([t1, t2], [p1, p2]).arraySync());
+    const a1 = p1.arraySync() as number[][];
+    const a2 = p2.arraySync() as number[][];
+    const want = a1.map((r, b) => r.reduce((s, v) => s + v * v, 0) / 2 + a2[b].reduce((s, v) => s + (v - 1) ** 2, 0) / 3);
+    got.forEach((v, b) => assert.ok(Math.abs(v - want[b]) < 1e-5, `${v} vs ${want[b]}`));
+    assert.throws(() => tf.tidy(() => perExampleLoss(two)(t1, p1)), /2 outputs; pass a list of 2 tensors/);
+    tf.dispose([xi, p1, p2, t1, t2]);
   });
 
   it('assertCompatibleXY names both shapes', () => {

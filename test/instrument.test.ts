@@ -173,17 +173,16 @@ test('save → load in a fresh process gives the same predictions; stripped mode
   }
 });
 
-test('clear errors: multi-input model, unbuilt Sequential, integer input, wrong disturbance shape', () => {
-  const a = tfl.input({shape: [2]});
-  const b = tfl.input({shape: [2]});
-  const multi = tfl.model({inputs: [a, b], outputs: tfl.layers.dense({units: 1}).apply(tfl.layers.concatenate().apply([a, b])) as tfl.SymbolicTensor});
-  assert.throws(() => instrument(multi), /2 input\(s\) and 1 output\(s\).*exactly one input and one output/);
+test('clear errors: unbuilt Sequential, no place for a disturbance, wrong disturbance shape', () => {
   assert.throws(() => instrument(tfl.sequential()), /no layers with a known input shape/);
+  // Integer input that feeds no Embedding, no hidden layer before the output: nothing to disturb, said so.
   const ids = tfl.input({shape: [4], dtype: 'int32'});
-  const emb = tfl.layers.flatten().apply(tfl.layers.embedding({inputDim: 10, outputDim: 3}).apply(ids)) as tfl.SymbolicTensor;
-  const embModel = tfl.model({inputs: ids, outputs: tfl.layers.dense({units: 2}).apply(emb) as tfl.SymbolicTensor});
-  assert.throws(() => instrument(embModel), /dtype int32.*\{input: null\}/);
-  assert.equal(disturbanceLayers(instrument(embModel, {input: null})).length, 0); // embedding/flatten are not neuron layers
+  const lone = tfl.model({inputs: ids, outputs: tfl.layers.dense({units: 2}).apply(ids) as tfl.SymbolicTensor});
+  assert.throws(() => instrument(lone), /found no place for a Disturbance layer.*dtype int32 \(integer inputs are not disturbed\)/);
+  const floatIn = tfl.input({shape: [3]});
+  const small = tfl.model({inputs: floatIn, outputs: tfl.layers.dense({units: 2}).apply(floatIn) as tfl.SymbolicTensor});
+  assert.throws(() => instrument(small, {input: null}), /found no place.*options\.input is null.*no layer ends a neuron block/);
+  assert.throws(() => instrument(small, {hidden: null, input: null}), /options\.hidden is null/);
 
   const adv = instrument(mlp());
   const [d0] = disturbanceLayers(adv);
@@ -214,4 +213,71 @@ test('no tensor leak across repeated predict and across add-mode predict', () =>
   }
   assert.equal(tf.memory().numTensors, before);
   tf.dispose([x, d]);
+});
+
+test('Embedding inputs: no disturbance on token indices; one on the embedding output with an L2 budget relative to the embedding norm', () => {
+  const ids = tfl.input({shape: [4], dtype: 'int32'});
+  const embLayer = tfl.layers.embedding({inputDim: 10, outputDim: 3});
+  const emb = tfl.layers.flatten().apply(embLayer.apply(ids)) as tfl.SymbolicTensor;
+  const model = tfl.model({inputs: ids, outputs: tfl.layers.dense({units: 2}).apply(emb) as tfl.SymbolicTensor});
+  const adv = instrument(model, {embedding: {relativeEpsilon: 0.5}});
+  assert.deepEqual(classNames(adv), ['InputLayer', 'Embedding', 'Disturbance', 'Flatten', 'Dense']);
+  // Independent computation of the budget: 0.5 · mean row norm · √(4 tokens).
+  const w = embLayer.getWeights()[0].arraySync() as number[][];
+  const meanNorm = w.reduce((s, row) => s + Math.hypot(...row), 0) / w.length;
+  const [d] = disturbanceLayers(adv);
+  assert.equal(d.penalty.kind, 'l2');
+  assert.ok(Math.abs((d.penalty as {epsilon: number}).epsilon - 0.5 * meanNorm * 2) < 1e-6);
+  // An explicit penalty is used as given; null leaves the embedding alone.
+  const fixed = instrument(model, {embedding: {kind: 'linf', epsilon: 0.2}});
+  assert.deepEqual(disturbanceLayers(fixed)[0].penalty, {kind: 'linf', epsilon: 0.2, lambda: 100});
+  assert.throws(() => instrument(model, {embedding: null, hidden: null}), /no place.*feeds an Embedding.*options\.embedding is null/);
+  assert.throws(() => instrument(model, {embedding: {relativeEpsilon: -1}}), /relativeEpsilon must be a finite number >= 0/);
+  const x = tf.tensor2d([[1, 2, 3, 4], [0, 9, 9, 1]], [2, 4], 'int32');
+  assert.ok(predictDiff(model, adv, x) <= 1e-6);
+  x.dispose();
+});
+
+test('recurrent layers: the output of an LSTM/GRU (sequence or last state) gets a disturbance', () => {
+  const seq = tfl.sequential({
+    layers: [
+      tfl.layers.gru({units: 4, returnSequences: true, inputShape: [5, 2], recurrentInitializer: 'glorotUniform'}),
+      tfl.layers.lstm({units: 3, recurrentInitializer: 'glorotUniform'}),
+      tfl.layers.dense({units: 1}),
+    ],
+  });
+  const adv = instrument(seq);
+  assert.deepEqual(classNames(adv), ['InputLayer', 'Disturbance', 'GRU', 'Disturbance', 'LSTM', 'Disturbance', 'Dense']);
+  const x = tf.randomNormal([3, 5, 2], 0, 1, 'float32', 9);
+  assert.ok(predictDiff(seq, adv, x) <= 1e-6);
+  x.dispose();
+});
+
+test('multi-input / multi-output functional models: a disturbance per float input, none after any output; strip and compile round-trip', () => {
+  const a = tfl.input({shape: [3], name: 'features'});
+  const b = tfl.input({shape: [1], dtype: 'int32', name: 'label'});
+  const e = tfl.layers.flatten().apply(tfl.layers.embedding({inputDim: 4, outputDim: 3}).apply(b)) as tfl.SymbolicTensor;
+  const h = tfl.layers.dense({units: 5, activation: 'relu'}).apply(tfl.layers.multiply().apply([a, e])) as tfl.SymbolicTensor;
+  const o1 = tfl.layers.dense({units: 1, activation: 'sigmoid', name: 'validity'}).apply(h) as tfl.SymbolicTensor;
+  const o2 = tfl.layers.dense({units: 3, activation: 'softmax', name: 'cls'}).apply(h) as tfl.SymbolicTensor;
+  const model = tfl.model({inputs: [a, b], outputs: [o1, o2]});
+  model.compile({optimizer: 'sgd', loss: ['binaryCrossentropy', 'sparseCategoricalCrossentropy']});
+  const adv = instrument(model);
+  assert.equal(adv.inputs.length, 2);
+  assert.equal(adv.outputs.length, 2);
+  const names = disturbanceLayers(adv).map((l) => l.name);
+  // features input, embedding output, multiply, hidden dense: 4 (none after the two outputs).
+  assert.equal(names.length, 4, names.join(', '));
+  assert.deepEqual((adv as unknown as {loss: unknown}).loss, ['binaryCrossentropy', 'sparseCategoricalCrossentropy']);
+  const xa = tf.randomNormal([2, 3], 0, 1, 'float32', 10);
+  const xb = tf.tensor2d([[1], [3]], [2, 1], 'int32');
+  const p0 = model.predict([xa, xb]) as tf.Tensor[];
+  const p1 = adv.predict([xa, xb]) as tf.Tensor[];
+  const p2 = strip(adv).predict([xa, xb]) as tf.Tensor[];
+  for (let i = 0; i < 2; i++) {
+    assert.ok(maxAbsDiff(p0[i], p1[i]) <= 1e-6);
+    assert.ok(maxAbsDiff(p0[i], p2[i]) <= 1e-6);
+  }
+  assert.ok(!classNames(strip(adv)).includes('Disturbance'));
+  tf.dispose([xa, xb, ...p0, ...p1, ...p2]);
 });

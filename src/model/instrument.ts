@@ -6,6 +6,7 @@
  * objects again on new symbolic tensors, so the new model shares every layer
  * and weight with the original (no copies): training one trains the other.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
@@ -18,10 +19,38 @@ export const DEFAULT_INPUT_PENALTY: PenaltyConfig = Object.freeze({kind: 'quadra
 /** Penalty given to hidden disturbances when {@link InstrumentOptions.hidden} is omitted. */
 export const DEFAULT_HIDDEN_PENALTY: PenaltyConfig = Object.freeze({kind: 'quadratic', lambda: 1}) as PenaltyConfig;
 
+/**
+ * Budget of an embedding disturbance relative to the embedding vectors: an L2
+ * ball per example of radius ε = relativeEpsilon · r̄ · √T, where r̄ is the mean
+ * L2 norm of the rows of the Embedding's weight matrix (measured when
+ * {@link instrument} runs) and T the number of tokens per example. A
+ * disturbance spread evenly over the tokens then moves each token by
+ * relativeEpsilon · r̄ (e.g. 0.25 = a quarter of a typical embedding vector).
+ */
+export interface RelativeEmbeddingBudget {
+  relativeEpsilon: number;
+}
+
+/** Default relative budget of embedding disturbances (see {@link RelativeEmbeddingBudget}). */
+export const DEFAULT_EMBEDDING_BUDGET: RelativeEmbeddingBudget = Object.freeze({relativeEpsilon: 0.25});
+
 /** Options of {@link instrument}. */
 export interface InstrumentOptions {
-  /** Penalty of the input disturbance d₀; `null` inserts none. Default {@link DEFAULT_INPUT_PENALTY}. */
+  /**
+   * Penalty of the input disturbance d₀ of every float32 model input that does
+   * not feed an Embedding layer; `null` inserts none. Default
+   * {@link DEFAULT_INPUT_PENALTY}. Integer inputs are never disturbed; an input
+   * that feeds an Embedding gets its disturbance on the embedding output
+   * instead (see `embedding`).
+   */
   input?: PenaltyConfig | null;
+  /**
+   * Penalty of the disturbance placed on the output of every Embedding layer
+   * (token vectors, as in Miyato et al., ICLR 2017): a penalty, a budget
+   * relative to the embedding norm ({@link RelativeEmbeddingBudget}), or
+   * `null` for none. Default {@link DEFAULT_EMBEDDING_BUDGET}.
+   */
+  embedding?: PenaltyConfig | RelativeEmbeddingBudget | null;
   /** Penalty of every hidden disturbance; `null` inserts none. Default {@link DEFAULT_HIDDEN_PENALTY}. */
   hidden?: PenaltyConfig | null;
   /**
@@ -42,7 +71,12 @@ const NEURON_CLASSES = new Set([
   'GlobalAveragePooling1D', 'GlobalAveragePooling2D', 'GlobalMaxPooling1D', 'GlobalMaxPooling2D',
   'BatchNormalization', 'LayerNormalization',
   'Add', 'Concatenate', 'Average', 'Maximum', 'Minimum', 'Multiply',
+  // Recurrent layers: their output (the whole sequence, or the last state) is a block of neurons.
+  'LSTM', 'GRU', 'SimpleRNN', 'RNN', 'Bidirectional', 'ConvLSTM2D', 'TimeDistributed',
 ]);
+
+/** Recurrent layer classes (documented in the README: their single output gets a disturbance). */
+export const RECURRENT_CLASSES: readonly string[] = Object.freeze(['LSTM', 'GRU', 'SimpleRNN', 'RNN', 'Bidirectional', 'ConvLSTM2D']);
 
 /**
  * Layers that continue the block fℓ of the layer before them (activation,
@@ -97,12 +131,6 @@ function readGraph(model: tfl.LayersModel, what: string): Graph {
   if (!inputs || !outputs || !nodesByDepth) {
     throw new Error(`${what}: '${model.name}' is not a built tfjs-layers model (no inputs/outputs).`);
   }
-  if (inputs.length !== 1 || outputs.length !== 1) {
-    throw new Error(
-      `${what}: model '${model.name}' has ${inputs.length} input(s) and ${outputs.length} output(s); ` +
-        `tfjs-deep-adversarial supports Sequential and functional models with exactly one input and one output.`,
-    );
-  }
   const depths = Object.keys(nodesByDepth)
     .map((k) => Number(k))
     .sort((a, b) => b - a);
@@ -139,27 +167,73 @@ function newInput(original: SymbolicTensor): SymbolicTensor {
   return tfl.input({batchShape: original.shape, dtype: original.dtype, name: original.sourceLayer?.name});
 }
 
-/** Compiles `target` like `source` (same optimizer object, loss and metrics) if `source` was compiled. */
+/** Compiles `target` like `source` (same optimizer object, loss(es) and metrics) if `source` was compiled. */
 function copyCompile(source: tfl.LayersModel, target: tfl.LayersModel): void {
   const s = source as unknown as {optimizer?: tfl.LayersModel['optimizer']; loss?: unknown; metrics?: unknown};
   if (s.optimizer == null || s.loss == null) return;
+  let loss = s.loss;
+  // A loss dictionary keyed by output names: the rebuilt model has the same output layers, so the same names.
+  if (Array.isArray(loss) && loss.length === 0) return;
+  if (loss != null && typeof loss === 'object' && !Array.isArray(loss)) loss = {...(loss as Record<string, unknown>)};
   target.compile({
     optimizer: s.optimizer,
-    loss: s.loss as Parameters<tfl.LayersModel['compile']>[0]['loss'],
+    loss: loss as Parameters<tfl.LayersModel['compile']>[0]['loss'],
     metrics: s.metrics as Parameters<tfl.LayersModel['compile']>[0]['metrics'],
   });
 }
 
+function isBudget(v: unknown): v is RelativeEmbeddingBudget {
+  return v != null && typeof v === 'object' && !('kind' in (v as object)) && 'relativeEpsilon' in (v as object);
+}
+
+/** Mean L2 norm of the rows of an Embedding layer's weight matrix. */
+function meanEmbeddingNorm(layer: Layer): number {
+  const weights = layer.getWeights();
+  if (weights.length === 0) throw new Error(`instrument: Embedding layer '${layer.name}' has no weights yet (it is not built).`);
+  return tf.tidy(() => tf.mean(tf.norm(weights[0], 'euclidean', 1)).dataSync()[0]);
+}
+
+/** The penalty of the disturbance after Embedding layer `layer` whose output has static shape `shape`. */
+function embeddingPenalty(spec: PenaltyConfig | RelativeEmbeddingBudget, layer: Layer, shape: (number | null)[]): PenaltyConfig {
+  if (!isBudget(spec)) return validatePenalty(spec, `instrument: options.embedding (layer '${layer.name}')`);
+  const rel = spec.relativeEpsilon;
+  if (typeof rel !== 'number' || !Number.isFinite(rel) || rel < 0) {
+    throw new Error(`instrument: options.embedding.relativeEpsilon must be a finite number >= 0, got ${String(rel)}.`);
+  }
+  const tokens = shape.slice(1, -1).reduce<number>((a, b) => a * (b ?? NaN), 1);
+  if (!Number.isFinite(tokens)) {
+    throw new Error(
+      `instrument: the Embedding layer '${layer.name}' has output shape [${shape.map(String).join(', ')}] with an unknown ` +
+        `sequence length; give it an inputLength (or the model input a fixed shape), or pass options.embedding as a penalty ` +
+        `such as {kind: 'l2', epsilon: 0.5}.`,
+    );
+  }
+  const norm = meanEmbeddingNorm(layer);
+  return validatePenalty({kind: 'l2', epsilon: rel * norm * Math.sqrt(tokens)}, `instrument: embedding budget of '${layer.name}'`);
+}
+
 /**
- * Returns a model with {@link Disturbance} layers inserted after the input
- * (d₀, eq. 6 with ℓ = 0) and after each chosen hidden layer, sharing every
- * layer and weight with `model` (no copies). If `model` is compiled, the result
- * is compiled with the same optimizer object, loss and metrics, so it can be
- * passed straight to `fit`. `model` itself is not modified.
+ * Returns a model with {@link Disturbance} layers inserted after the model
+ * inputs (d₀, eq. 6 with ℓ = 0), after every Embedding layer and after each
+ * chosen hidden layer, sharing every layer and weight with `model` (no
+ * copies). If `model` is compiled, the result is compiled with the same
+ * optimizer object, loss(es) and metrics, so it can be passed straight to
+ * `fit`. `model` itself is not modified.
+ *
+ * Where disturbances go:
+ * - every float32 model input that does not feed an Embedding layer gets one
+ *   (`options.input`); integer inputs never do;
+ * - every Embedding layer's output gets one (`options.embedding`; default an L2
+ *   budget relative to the embedding vectors, {@link DEFAULT_EMBEDDING_BUDGET}),
+ *   so text models are attacked in embedding space (Miyato et al., 2017);
+ * - after the end of every neuron block (`options.hidden`): dense,
+ *   convolutional, pooling, normalisation, merge and recurrent layers (LSTM,
+ *   GRU, SimpleRNN, Bidirectional: their output, the sequence or the last
+ *   state, is a block of neurons), never after a model output.
  *
  * Works for `tf.sequential` models and functional `tf.model` graphs with
- * branches and `add`/`concatenate` merges (one input, one output). Places that
- * are already followed by a Disturbance layer are left alone, so instrumenting
+ * branches, merges, several inputs and several outputs. Places that are
+ * already followed by a Disturbance layer are left alone, so instrumenting
  * twice gives the same layers.
  *
  * ```ts
@@ -167,9 +241,9 @@ function copyCompile(source: tfl.LayersModel, target: tfl.LayersModel): void {
  *                                hidden: {kind: 'quadratic', lambda: 10}});
  * ```
  *
- * @throws if the model has several inputs/outputs, is not built, a name in
- *   `options.layers` does not exist, a penalty is invalid, or an input
- *   disturbance is requested on a non-float input.
+ * @throws if the model is not built, a name in `options.layers` does not
+ *   exist, a penalty is invalid, or no place for a disturbance is found (the
+ *   message says why, e.g. integer inputs with `hidden: null`).
  */
 export function instrument(model: tfl.LayersModel, options: InstrumentOptions = {}): tfl.LayersModel {
   const graph = readGraph(model, 'instrument');
@@ -177,6 +251,8 @@ export function instrument(model: tfl.LayersModel, options: InstrumentOptions = 
   const hiddenPenalty = options.hidden === undefined ? DEFAULT_HIDDEN_PENALTY : options.hidden;
   const input = inputPenalty == null ? null : validatePenalty(inputPenalty, 'instrument: options.input');
   const hidden = hiddenPenalty == null ? null : validatePenalty(hiddenPenalty, 'instrument: options.hidden');
+  const embeddingSpec = options.embedding === undefined ? DEFAULT_EMBEDDING_BUDGET : options.embedding;
+  if (embeddingSpec != null && !isBudget(embeddingSpec)) validatePenalty(embeddingSpec, 'instrument: options.embedding');
 
   const layerNames = new Set(graph.nodes.map((n) => n.outboundLayer.name));
   let choose: (layer: Layer) => boolean = isNeuronLayer;
@@ -209,23 +285,31 @@ export function instrument(model: tfl.LayersModel, options: InstrumentOptions = 
   };
 
   const map = new Map<number, SymbolicTensor>();
-  const original = graph.inputs[0];
-  let inputTensor: SymbolicTensor | null = null;
+  const newInputs = new Map<number, SymbolicTensor>();
+  const notes: string[] = [];
+  let count = 0;
   for (const node of graph.nodes) {
     const layer = node.outboundLayer;
     if (isInputLayer(layer)) {
-      inputTensor = newInput(node.outputTensors[0]);
-      let t = inputTensor;
-      if (input && !alreadyDisturbed(node.outputTensors[0])) {
-        if (original.dtype !== 'float32') {
-          throw new Error(
-            `instrument: model input '${layer.name}' has dtype ${original.dtype}; an input disturbance needs float32 inputs ` +
-              `(integer/embedding inputs cannot be disturbed). Pass {input: null} to disturb only hidden layers.`,
-          );
-        }
+      const orig = node.outputTensors[0];
+      const fresh = newInput(orig);
+      newInputs.set(orig.id, fresh);
+      let t = fresh;
+      const uses = consumers.get(orig.id) ?? [];
+      const feedsEmbedding = uses.some((c) => c.getClassName() === 'Embedding');
+      if (alreadyDisturbed(orig)) {
+        count++;
+      } else if (feedsEmbedding) {
+        notes.push(`input '${layer.name}' feeds an Embedding layer (it is disturbed in embedding space)`);
+      } else if (orig.dtype !== 'float32') {
+        notes.push(`input '${layer.name}' has dtype ${orig.dtype} (integer inputs are not disturbed)`);
+      } else if (input) {
         t = new Disturbance({penalty: input, name: uniqueName(`${layer.name}_disturbance`)}).apply(t) as SymbolicTensor;
+        count++;
+      } else {
+        notes.push(`options.input is null`);
       }
-      map.set(node.outputTensors[0].id, t);
+      map.set(orig.id, t);
       continue;
     }
     const inputs = node.inputTensors.map((t) => {
@@ -234,44 +318,77 @@ export function instrument(model: tfl.LayersModel, options: InstrumentOptions = 
       return mapped;
     });
     const outputs = applyLayer(layer, inputs, node.callArgs);
+    if (isDisturbance(layer)) count++;
+    const isEmbedding = layer.getClassName() === 'Embedding';
     node.outputTensors.forEach((orig, i) => {
       let out = outputs[i];
+      const free = node.outputTensors.length === 1 && !outputIds.has(orig.id) && !alreadyDisturbed(orig) && !isDisturbance(layer);
+      if (isEmbedding) {
+        if (free && embeddingSpec != null) {
+          const penalty = embeddingPenalty(embeddingSpec, layer, orig.shape);
+          out = new Disturbance({penalty, name: uniqueName(`${layer.name}_disturbance`)}).apply(out) as SymbolicTensor;
+          count++;
+        } else if (embeddingSpec == null) {
+          notes.push(`options.embedding is null (Embedding layer '${layer.name}')`);
+        }
+        map.set(orig.id, out);
+        return;
+      }
       const wanted =
         hidden != null &&
-        !isDisturbance(layer) &&
-        node.outputTensors.length === 1 &&
-        !outputIds.has(orig.id) &&
-        !alreadyDisturbed(orig) &&
+        free &&
         choose(layer) &&
         (!useContinuationRule || !(consumers.get(orig.id) ?? []).every((c) => CONTINUATION_CLASSES.has(c.getClassName())));
       if (wanted) {
         out = new Disturbance({penalty: hidden, name: uniqueName(`${layer.name}_disturbance`)}).apply(out) as SymbolicTensor;
+        count++;
       }
       map.set(orig.id, out);
     });
   }
-  const output = map.get(graph.outputs[0].id);
-  if (!inputTensor || !output) throw new Error(`instrument: internal error: could not rebuild model '${model.name}'.`);
-  const result = tfl.model({inputs: inputTensor, outputs: output, name: options.name ?? `${model.name}_instrumented`});
+  if (count === 0) {
+    if (hidden == null) notes.push('options.hidden is null');
+    else notes.push(options.layers === undefined ? 'no layer ends a neuron block before the output' : 'options.layers chose no layer before the output');
+    throw new Error(
+      `instrument: found no place for a Disturbance layer in model '${model.name}': ${[...new Set(notes)].join('; ')}. ` +
+        `Give float inputs an input penalty, keep the default embedding/hidden penalties, or name layers in options.layers.`,
+    );
+  }
+  const rebuiltInputs = graph.inputs.map((t) => newInputs.get(t.id));
+  const rebuiltOutputs = graph.outputs.map((t) => map.get(t.id));
+  if (rebuiltInputs.some((t) => t == null) || rebuiltOutputs.some((t) => t == null)) {
+    throw new Error(`instrument: internal error: could not rebuild model '${model.name}'.`);
+  }
+  const result = tfl.model({
+    inputs: unwrapOne(rebuiltInputs as SymbolicTensor[]),
+    outputs: unwrapOne(rebuiltOutputs as SymbolicTensor[]),
+    name: options.name ?? `${model.name}_instrumented`,
+  });
   copyCompile(model, result);
   return result;
+}
+
+/** A single tensor as itself (so single-input/output models stay that way), several as a list. */
+function unwrapOne(ts: SymbolicTensor[]): SymbolicTensor | SymbolicTensor[] {
+  return ts.length === 1 ? ts[0] : ts;
 }
 
 /**
  * Returns a model without any {@link Disturbance} layer, sharing every other
  * layer and weight with `model`. Its saved model.json names no Disturbance
  * class, so it loads in a process that never imports this package. If `model`
- * is compiled, the result is compiled with the same optimizer, loss and metrics.
+ * is compiled, the result is compiled with the same optimizer, loss(es) and metrics.
  */
 export function strip(model: tfl.LayersModel, options: {name?: string} = {}): tfl.LayersModel {
   const graph = readGraph(model, 'strip');
   const map = new Map<number, SymbolicTensor>();
-  let inputTensor: SymbolicTensor | null = null;
+  const newInputs = new Map<number, SymbolicTensor>();
   for (const node of graph.nodes) {
     const layer = node.outboundLayer;
     if (isInputLayer(layer)) {
-      inputTensor = newInput(node.outputTensors[0]);
-      map.set(node.outputTensors[0].id, inputTensor);
+      const fresh = newInput(node.outputTensors[0]);
+      newInputs.set(node.outputTensors[0].id, fresh);
+      map.set(node.outputTensors[0].id, fresh);
       continue;
     }
     const inputs = node.inputTensors.map((t) => map.get(t.id) as SymbolicTensor);
@@ -282,10 +399,17 @@ export function strip(model: tfl.LayersModel, options: {name?: string} = {}): tf
     const outputs = applyLayer(layer, inputs, node.callArgs);
     node.outputTensors.forEach((orig, i) => map.set(orig.id, outputs[i]));
   }
-  const output = map.get(graph.outputs[0].id);
-  if (!inputTensor || !output) throw new Error(`strip: internal error: could not rebuild model '${model.name}'.`);
-  if (output === inputTensor) throw new Error(`strip: model '${model.name}' has no layer other than Disturbance layers.`);
-  const result = tfl.model({inputs: inputTensor, outputs: output, name: options.name ?? model.name.replace(/_instrumented$/, '')});
+  const inputs = graph.inputs.map((t) => newInputs.get(t.id));
+  const outputs = graph.outputs.map((t) => map.get(t.id));
+  if (inputs.some((t) => t == null) || outputs.some((t) => t == null)) {
+    throw new Error(`strip: internal error: could not rebuild model '${model.name}'.`);
+  }
+  if (outputs.some((t) => inputs.includes(t))) throw new Error(`strip: model '${model.name}' has no layer other than Disturbance layers.`);
+  const result = tfl.model({
+    inputs: unwrapOne(inputs as SymbolicTensor[]),
+    outputs: unwrapOne(outputs as SymbolicTensor[]),
+    name: options.name ?? model.name.replace(/_instrumented$/, ''),
+  });
   copyCompile(model, result);
   return result;
 }

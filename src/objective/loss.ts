@@ -37,7 +37,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 export type LossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor;
 
 /** The function returned by {@link perExampleLoss}: one loss value per example, shape `[B]`. */
-export type PerExampleLossFn = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D;
+export type PerExampleLossFn = (yTrue: tf.Tensor | tf.Tensor[], yPred: tf.Tensor | tf.Tensor[]) => tf.Tensor1D;
 
 /** tfjs-layers' fuzz factor (`epsilon()` in its backend/common), i.e. the backend's epsilon. */
 function eps(): number {
@@ -170,22 +170,39 @@ function resolveLossSpec(spec: unknown): LossFn | undefined {
   return undefined;
 }
 
-/** Finds the loss the model was compiled with, or `undefined` if it was not compiled. */
-function compiledLoss(model: tfl.LayersModel): LossFn | undefined {
+/** The loss functions the model was compiled with, one per output, or `undefined` if it was not compiled. */
+function compiledLosses(model: tfl.LayersModel, nOut: number): LossFn[] | undefined {
   const m = model as unknown as CompiledFields;
   // LayersModel keeps the resolved functions; Sequential delegates to `.model`.
   for (const holder of [m, m.model]) {
     const fns = holder?.lossFunctions;
-    if (Array.isArray(fns) && fns.length >= 1 && typeof fns[0] === 'function') {
-      return fns[0] as LossFn;
+    if (Array.isArray(fns) && fns.length === nOut && fns.every((f) => typeof f === 'function')) {
+      return fns as LossFn[];
     }
   }
   // Fallback: the raw compile argument (string | string[] | dict | fn).
+  if (nOut === 1) {
+    for (const holder of [m, m.model]) {
+      const spec = holder?.loss;
+      if (spec !== undefined && spec !== null) {
+        const fn = resolveLossSpec(spec);
+        if (fn !== undefined) return [fn];
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The raw compile argument of the loss for output `i` (a name, when it was given as one). */
+function compiledLossName(model: tfl.LayersModel, i: number, outputNames: string[]): string | undefined {
+  const m = model as unknown as CompiledFields;
   for (const holder of [m, m.model]) {
     const spec = holder?.loss;
-    if (spec !== undefined && spec !== null) {
-      const fn = resolveLossSpec(spec);
-      if (fn !== undefined) return fn;
+    if (typeof spec === 'string') return spec;
+    if (Array.isArray(spec) && typeof spec[i] === 'string') return spec[i] as string;
+    if (spec != null && typeof spec === 'object' && !Array.isArray(spec)) {
+      const v = (spec as Record<string, unknown>)[outputNames[i]];
+      if (typeof v === 'string') return v;
     }
   }
   return undefined;
@@ -209,6 +226,86 @@ function toPerExample(loss: tf.Tensor, batch: number, what: string): tf.Tensor1D
   return tf.mean(loss, axes) as tf.Tensor1D;
 }
 
+/** One tensor or one per model output. */
+export type Tensors = tf.Tensor | tf.Tensor[];
+
+/** The i-th tensor of a list, or the tensor itself for a single-output model. */
+function pick(t: Tensors, i: number, n: number, what: string): tf.Tensor {
+  if (Array.isArray(t)) {
+    if (t.length !== n) throw new Error(`${what}: expected ${n} tensor(s), one per model output, got ${t.length}.`);
+    return t[i];
+  }
+  if (n !== 1) throw new Error(`${what}: the model has ${n} outputs; pass a list of ${n} tensors (one per output).`);
+  return t;
+}
+
+/** Losses whose value grows quadratically in the output (see {@link attackLoss}). */
+const QUADRATIC_GROWTH = new Set(['meansquarederror', 'mse', 'squaredhinge']);
+
+/** The normalised name (lower case, no underscores) of a loss function or loss name. */
+function lossKey(fnOrName: unknown): string | undefined {
+  if (typeof fnOrName === 'string') return fnOrName.replace(/_/g, '').toLowerCase();
+  if (typeof fnOrName === 'function' && fnOrName.name) return fnOrName.name.replace(/_/g, '').toLowerCase();
+  return undefined;
+}
+
+interface ResolvedLosses {
+  fns: LossFn[];
+  whats: string[];
+  /** Per output: the loss grows quadratically in the output (meanSquaredError, squaredHinge). */
+  quadratic: boolean[];
+}
+
+function resolveLosses(model: tfl.LayersModel, lossOverride: string | LossFn | (string | LossFn)[] | undefined, who: string): ResolvedLosses {
+  const nOut = model.outputs?.length ?? 1;
+  const outputNames = (model.outputs ?? []).map((t, i) => t.sourceLayer?.name ?? `output ${i}`);
+  const one = (spec: unknown, i: number): {fn: LossFn; what: string; key?: string} => {
+    const where = nOut > 1 ? ` (output '${outputNames[i]}')` : '';
+    if (typeof spec === 'string') return {fn: lossByName(spec), what: `Loss "${spec}"${where}`, key: lossKey(spec)};
+    if (typeof spec === 'function') return {fn: spec as LossFn, what: `The loss function${where}`, key: lossKey(spec)};
+    throw new Error(`loss must be a loss name or a function (yTrue, yPred) => Tensor; got ${typeof spec}.`);
+  };
+  let parts: {fn: LossFn; what: string; key?: string}[];
+  if (lossOverride !== undefined && lossOverride !== null) {
+    if (Array.isArray(lossOverride)) {
+      if (lossOverride.length !== nOut) {
+        throw new Error(`${who}: loss has ${lossOverride.length} entries but the model has ${nOut} output(s) (${outputNames.join(', ')}).`);
+      }
+      parts = lossOverride.map((l, i) => one(l, i));
+    } else {
+      parts = outputNames.map((_, i) => one(lossOverride, i));
+    }
+  } else {
+    const fns = compiledLosses(model, nOut);
+    if (fns === undefined) {
+      throw new Error(
+        'The model has no loss: call model.compile({optimizer, loss}) before ' +
+          'computing per-example losses or running an attack, or pass a loss explicitly.');
+    }
+    parts = fns.map((fn, i) => ({
+      fn,
+      what: `The model's compiled loss${nOut > 1 ? ` (output '${outputNames[i]}')` : ''}`,
+      key: lossKey(compiledLossName(model, i, outputNames)) ?? lossKey(fn),
+    }));
+  }
+  return {fns: parts.map((p) => p.fn), whats: parts.map((p) => p.what), quadratic: parts.map((p) => p.key != null && QUADRATIC_GROWTH.has(p.key))};
+}
+
+function combine(r: ResolvedLosses, nOut: number, transform?: (i: number, l: tf.Tensor1D) => tf.Tensor1D): PerExampleLossFn {
+  return (yTrue: Tensors, yPred: Tensors): tf.Tensor1D =>
+    tf.tidy(() => {
+      let total: tf.Tensor1D | null = null;
+      for (let i = 0; i < nOut; i++) {
+        const yp = pick(yPred, i, nOut, 'predictions');
+        const yt = pick(yTrue, i, nOut, 'targets');
+        let l = toPerExample(r.fns[i](yt, yp), yp.shape[0], r.whats[i]);
+        if (transform) l = transform(i, l);
+        total = total === null ? l : (tf.add(total, l) as tf.Tensor1D);
+      }
+      return total as tf.Tensor1D;
+    });
+}
+
 /**
  * Returns the model's loss per example, c(y_b, ŷ_b), *before* batch averaging.
  *
@@ -220,82 +317,117 @@ function toPerExample(loss: tf.Tensor, batch: number, what: string): tf.Tensor1D
  * `mean(perExample) == ` tfjs's batch loss (without sample weights) and
  * `sum(perExample) == B × ` batch loss.
  *
- * @param model A single-output `LayersModel` (or `Sequential`). It must have
- *   been compiled unless `lossOverride` is given.
+ * Models with several outputs: the total loss tfjs minimises, Σ_o c_o(y_o, ŷ_o)
+ * (one compiled loss per output; tfjs-layers 4.x has no `lossWeights`, every
+ * output counts once), and the returned function takes lists of targets and
+ * predictions, one per output.
+ *
+ * @param model A `LayersModel` (or `Sequential`). It must have been compiled
+ *   unless `lossOverride` is given.
  * @param lossOverride Optional loss to use instead of the compiled one: a name
  *   (camelCase as in tfjs, or snake_case/short aliases as in Keras: `'mse'`,
  *   `'categorical_crossentropy'`, …) or a function `(yTrue, yPred) => Tensor`
- *   returning per-example values with the batch as first axis.
+ *   returning per-example values with the batch as first axis; for several
+ *   outputs one loss for all, or a list with one per output.
  * @returns `(yTrue, yPred) => Tensor1D` of shape `[B]`. The returned function
  *   does not dispose its arguments and leaves no intermediate tensors.
- * @throws If the model has more than one output, is not compiled (and no
- *   override is given), or the loss name is unknown.
+ * @throws If the model is not compiled (and no override is given), the loss
+ *   name is unknown or a loss list has the wrong length.
  */
 export function perExampleLoss(
   model: tfl.LayersModel,
-  lossOverride?: string | LossFn,
+  lossOverride?: string | LossFn | (string | LossFn)[],
 ): PerExampleLossFn {
-  const nOut = model.outputs?.length ?? 1;
-  if (nOut !== 1) {
-    throw new Error(`perExampleLoss supports one output; got ${nOut} outputs.`);
-  }
-  let fn: LossFn | undefined;
-  let what: string;
-  if (lossOverride !== undefined && lossOverride !== null) {
-    if (typeof lossOverride === 'string') {
-      fn = lossByName(lossOverride);
-      what = `Loss "${lossOverride}"`;
-    } else if (typeof lossOverride === 'function') {
-      fn = lossOverride;
-      what = 'The loss function';
-    } else {
-      throw new Error(
-        `loss must be a loss name or a function (yTrue, yPred) => Tensor; got ${typeof lossOverride}.`);
-    }
-  } else {
-    fn = compiledLoss(model);
-    what = "The model's compiled loss";
-    if (fn === undefined) {
-      throw new Error(
-        'The model has no loss: call model.compile({optimizer, loss}) before ' +
-          'computing per-example losses or running an attack, or pass a loss explicitly.');
-    }
-  }
-  const lossFn = fn;
-  return (yTrue: tf.Tensor, yPred: tf.Tensor): tf.Tensor1D =>
-    tf.tidy(() => toPerExample(lossFn(yTrue, yPred), yPred.shape[0], what));
+  return combine(resolveLosses(model, lossOverride, 'perExampleLoss'), model.outputs?.length ?? 1);
 }
 
 /**
- * Checks that `x` and `y` can be fed to `model` together: same batch size, and
- * `x`'s non-batch shape equal to the model's input shape (`null` entries of
- * the model's shape match any size).
- *
- * @param model A single-input model.
- * @param x Inputs, shape `[B, ...inputShape]`.
- * @param y Targets, shape `[B, ...]`.
- * @throws Error giving both shapes when they do not match.
+ * The per-example loss an attack maximises by default: {@link perExampleLoss},
+ * except that an output compiled with a loss that grows *quadratically* in the
+ * output (`meanSquaredError`, `squaredHinge`) enters through its root,
+ * √(c + 10⁻¹²), which grows linearly. Why: with c = ‖y − ŷ‖² and a quadratic
+ * penalty −λ‖d‖², the inner maximisation c + ρ is unbounded as soon as the
+ * network's gain along some direction exceeds √λ (the boston-housing MLP
+ * reached an objective of 4.7·10¹⁴); with √c it stays bounded for every λ > 0
+ * on networks that grow at most linearly in their neurons (ReLU/tanh/sigmoid
+ * layers). The root is monotone, so it ranks disturbances the way c does; only
+ * the trade-off against the penalty changes. The update of adversarial
+ * training always uses the compiled loss itself. An explicit `lossOverride`
+ * is used exactly as given (no root).
  */
-export function assertCompatibleXY(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor): void {
-  const nIn = model.inputs?.length ?? 1;
-  if (nIn !== 1) {
-    throw new Error(`Attacks support models with one input; got ${nIn} inputs.`);
+export function attackLoss(model: tfl.LayersModel, lossOverride?: string | LossFn | (string | LossFn)[]): PerExampleLossFn {
+  const r = resolveLosses(model, lossOverride, 'attackLoss');
+  const n = model.outputs?.length ?? 1;
+  if (lossOverride != null || !r.quadratic.some(Boolean)) return combine(r, n);
+  return combine(r, n, (i, l) => (r.quadratic[i] ? (tf.sqrt(tf.add(l, 1e-12)) as tf.Tensor1D) : l));
+}
+
+/** True when the model's compiled loss (some output's) grows quadratically, i.e. {@link attackLoss} takes its root. */
+export function hasQuadraticLoss(model: tfl.LayersModel): boolean {
+  try {
+    return resolveLosses(model, undefined, 'hasQuadraticLoss').quadratic.some(Boolean);
+  } catch {
+    return false;
   }
+}
+
+/** Number of examples in `x` (one tensor or a list of input tensors). */
+export function batchSizeOf(x: Tensors): number {
+  const t = Array.isArray(x) ? x[0] : x;
+  return t == null || t.rank < 1 ? NaN : t.shape[0];
+}
+
+/**
+ * Checks that `x` and `y` can be fed to `model` together: one tensor (or a
+ * list with one tensor per model input / output), every tensor with the same
+ * batch size, and each input's non-batch shape equal to the model's input
+ * shape (`null` entries of the model's shape match any size).
+ *
+ * @param model The model.
+ * @param x Inputs, `[B, ...inputShape]`, or a list of them for a model with several inputs.
+ * @param y Targets, `[B, ...]`, or a list of them for a model with several outputs.
+ * @throws Error giving the shapes when they do not match, or the expected type.
+ */
+export function assertCompatibleXY(model: tfl.LayersModel, x: Tensors, y: Tensors): void {
   const fmt = (s: ReadonlyArray<number | null>): string =>
     `[${s.map((d) => (d === null ? 'null' : String(d))).join(', ')}]`;
-  if (x.rank < 1) {
-    throw new Error(`x must have a batch dimension; got shape ${fmt(x.shape)}.`);
+  const nIn = model.inputs?.length ?? 1;
+  const nOut = model.outputs?.length ?? 1;
+  const list = (v: unknown, n: number, what: string, names: string): tf.Tensor[] => {
+    const arr = Array.isArray(v) ? v : [v];
+    if (arr.length !== n) {
+      throw new Error(`${what} must be ${n === 1 ? 'a tensor' : `a list of ${n} tensors (${names})`}; got ${Array.isArray(v) ? `a list of ${arr.length}` : 'one tensor'}.`);
+    }
+    arr.forEach((t, i) => {
+      if (!(t instanceof tf.Tensor)) {
+        const got = t === null ? 'null' : Array.isArray(t) ? 'an array' : typeof t;
+        throw new Error(`${what}${n > 1 ? `[${i}]` : ''} must be a tf.Tensor; got ${got} (convert arrays with tf.tensor(...)).`);
+      }
+    });
+    return arr as tf.Tensor[];
+  };
+  const inNames = (model.inputs ?? []).map((t) => t.name).join(', ');
+  const outNames = (model.outputs ?? []).map((t) => t.sourceLayer?.name ?? t.name).join(', ');
+  const xs = list(x, nIn, 'x', `inputs ${inNames}`);
+  const ys = list(y, nOut, 'y', `targets of outputs ${outNames}`);
+  const b = xs[0].rank >= 1 ? xs[0].shape[0] : -1;
+  for (const t of xs) {
+    if (t.rank < 1) throw new Error(`x must have a batch dimension; got shape ${fmt(t.shape)}.`);
   }
-  if (y.rank < 1 || y.shape[0] !== x.shape[0]) {
-    throw new Error(
-      `x and y must have the same batch size; got x shape ${fmt(x.shape)} and y shape ${fmt(y.shape)}.`);
+  for (const t of [...xs, ...ys]) {
+    if (t.rank < 1 || t.shape[0] !== b) {
+      throw new Error(
+        `x and y must have the same batch size; got x shape ${xs.map((u) => fmt(u.shape)).join(' + ')} and y shape ${ys.map((u) => fmt(u.shape)).join(' + ')}.`);
+    }
   }
-  const inputShape = model.inputs[0].shape;
-  const want = inputShape.slice(1);
-  const got = x.shape.slice(1);
-  const ok = want.length === got.length && want.every((d, i) => d === null || d === got[i]);
-  if (!ok) {
-    throw new Error(
-      `x shape ${fmt(x.shape)} does not match the model's input shape ${fmt(inputShape)}.`);
-  }
+  xs.forEach((t, i) => {
+    const inputShape = model.inputs[i].shape;
+    const want = inputShape.slice(1);
+    const got = t.shape.slice(1);
+    const ok = want.length === got.length && want.every((d, k) => d === null || d === got[k]);
+    if (!ok) {
+      throw new Error(
+        `x${nIn > 1 ? `[${i}]` : ''} shape ${fmt(t.shape)} does not match the model's input shape ${fmt(inputShape)}${nIn > 1 ? ` (input '${model.inputs[i].name}')` : ''}.`);
+    }
+  });
 }
