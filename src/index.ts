@@ -89,3 +89,6 @@ export type {
 } from './eval/robustness.js';
 export {solverConvergence} from './eval/convergence.js';
 export type {ConvergenceOptions, ConvergenceResult, ConvergenceRun, ConvergencePoint} from './eval/convergence.js';
+
+export {registerWasmKernels, unregisterWasmKernels, registeredWasmKernels} from './kernels/wasm.js';
+export type {WasmKernelOptions} from './kernels/wasm.js';
