@@ -32,8 +32,9 @@ async function inProcess(args: string[]): Promise<{code: number; stdout: string;
   const out = {stdout: '', stderr: ''};
   const ow = process.stdout.write.bind(process.stdout);
   const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: string) => ((out.stdout += String(c)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((c: string) => ((out.stderr += String(c)), true)) as typeof process.stderr.write;
+  // Only strings are the CLI's; the test runner's own (serialised) reports are Buffers and pass through.
+  process.stdout.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stdout += c), true) : ow(c, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stderr += c), true) : ew(c, ...rest))) as typeof process.stderr.write;
   try {
     const code = await main(args);
     return {code, ...out};
@@ -83,8 +84,11 @@ function fullRun(): string {
   return dir;
 }
 
+/** The weight bytes of a run's final model, from the files its model.json names. */
 function weightsOf(runDir: string): Buffer {
-  return readFileSync(join(runDir, 'model', 'weights.bin'));
+  const dir = join(runDir, 'model');
+  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')) as {weightsManifest: {paths: string[]}[]};
+  return Buffer.concat(json.weightsManifest.flatMap((g) => g.paths).map((p) => readFileSync(join(dir, p))));
 }
 
 function historyOf(runDir: string): Record<string, number>[] {
@@ -131,7 +135,7 @@ describe('CLI', () => {
   it('train → eval → report end to end on a tiny run (report: one SVG per chart, well-formed HTML)', () => {
     const run = fullRun();
     assert.match(fullRunOutput, /epoch 2\/2 .*checkpoint saved/);
-    for (const f of ['run.json', 'model/model.json', 'model/weights.bin', 'checkpoints/latest']) assert.ok(existsSync(join(run, f)), f);
+    for (const f of ['run.json', 'model/model.json', 'checkpoints/latest']) assert.ok(existsSync(join(run, f)), f);
     const meta = JSON.parse(readFileSync(join(run, 'run.json'), 'utf8'));
     assert.equal(meta.status, 'complete');
     assert.equal(meta.history.length, 2);

@@ -9,10 +9,15 @@
  *     model/model.json, model/weights.bin
  *     optimizer.json       class, config, weight specs (+ Adam's β-power accumulators)
  *     optimizer.bin        optimizer weights (optimizer.getWeights()), concatenated
- *     state.json           written last: epoch, position, history, ...
+ *     state.json           epoch, position, history, ...
+ *     checksums.json       written last: SHA-256 of every other file of the checkpoint
  *   epoch-0003-b0012/      a mid-epoch checkpoint (Ctrl-C after 12 batches of epoch 3)
  *   latest                 name of the newest checkpoint directory
  * ```
+ *
+ * Loading verifies every file against `checksums.json` (a damaged file of the right size is
+ * refused, naming it), accepts only checkpoint directories of this run (`latest` must name an
+ * `epoch-…` directory inside `checkpoints/`, not a symbolic link or a path leading elsewhere).
  *
  * A checkpoint is written into a hidden temporary directory, every file
  * fsync'ed, and only then renamed to its final name (a directory rename is
@@ -22,11 +27,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {randomBytes} from 'node:crypto';
+import {createHash, randomBytes} from 'node:crypto';
 import {promises as fsp} from 'node:fs';
 import {join} from 'node:path';
 
-import {fileSystem, fsyncDir, writeFileAtomic} from '../io/file_system.js';
+import {fileSystem, fsyncDir, namedFsError, writeFileAtomic} from '../io/file_system.js';
 import '../layers/disturbance.js'; // registers the Disturbance class, so checkpoints of instrumented models load
 
 /** Where a run stands. */
@@ -61,6 +66,34 @@ export interface LoadedCheckpoint {
   model: tfl.LayersModel;
   state: CheckpointState;
   optimizer: SavedOptimizer;
+  /** False for a checkpoint without `checksums.json` (written by a version before 0.2); its files were not verified. */
+  verified: boolean;
+  /** Newer checkpoints that could not be loaded (name: reason), skipped in favour of this one. */
+  skipped: string[];
+}
+
+/** Thrown by {@link loadLatestCheckpoint} when a run has no checkpoint at all (as opposed to damaged ones). */
+export class NoCheckpointError extends Error {}
+
+/** File written last into a checkpoint: the SHA-256 of every other file. */
+export const CHECKSUMS_FILENAME = 'checksums.json';
+
+/** Names of checkpoint directories: `epoch-0002`, `epoch-0003-b00012`. */
+export const CHECKPOINT_NAME = /^epoch-\d+(-b\d+)?$/;
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Relative paths (with '/') of the regular files under `dir`, sorted. */
+async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fsp.readdir(join(dir, prefix), {withFileTypes: true})) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await listFiles(dir, rel)));
+    else if (e.isFile()) out.push(rel);
+  }
+  return out.sort();
 }
 
 /** Serialised optimizer state. */
@@ -122,6 +155,9 @@ export async function saveCheckpoint(runDir: string, model: tfl.LayersModel, sta
     await writeFileAtomic(join(tmp, 'optimizer.bin'), bin);
     await writeFileAtomic(join(tmp, 'optimizer.json'), JSON.stringify({className, config: opt.getConfig(), weights: specs, extras}, null, 1));
     await writeFileAtomic(join(tmp, 'state.json'), JSON.stringify(state, null, 1));
+    const files: Record<string, string> = {};
+    for (const rel of await listFiles(tmp)) files[rel] = sha256(await fsp.readFile(join(tmp, rel)));
+    await writeFileAtomic(join(tmp, CHECKSUMS_FILENAME), JSON.stringify({algorithm: 'sha256', files}, null, 1));
     await fsyncDir(tmp);
     const final = join(root, name);
     await fsp.rm(final, {recursive: true, force: true});
@@ -130,11 +166,11 @@ export async function saveCheckpoint(runDir: string, model: tfl.LayersModel, sta
     await writeFileAtomic(join(root, 'latest'), `${name}\n`);
   } catch (e) {
     await fsp.rm(tmp, {recursive: true, force: true}).catch(() => undefined);
-    throw e;
+    throw (e as NodeJS.ErrnoException).code !== undefined ? namedFsError(e, `cannot save checkpoint ${join(root, name)}`) : e;
   }
   // Prune: older checkpoints beyond `keep`, and temporaries of dead processes.
   const entries = await fsp.readdir(root);
-  const done = entries.filter((e) => /^epoch-\d+(-b\d+)?$/.test(e)).sort();
+  const done = entries.filter((e) => CHECKPOINT_NAME.test(e)).sort();
   for (const old of done.slice(0, Math.max(0, done.length - keep))) await fsp.rm(join(root, old), {recursive: true, force: true});
   for (const t of entries.filter((e) => e.startsWith('.tmp-') && !e.includes(`-${process.pid}-`))) {
     await fsp.rm(join(root, t), {recursive: true, force: true}).catch(() => undefined);
@@ -142,31 +178,78 @@ export async function saveCheckpoint(runDir: string, model: tfl.LayersModel, sta
   return join(root, name);
 }
 
+/**
+ * Verifies the files of checkpoint `dir` against its `checksums.json`. Returns false for a legacy
+ * checkpoint without checksums; throws naming the first missing, extra or damaged file.
+ */
+async function verifyChecksums(dir: string): Promise<boolean> {
+  let text: string;
+  try {
+    text = await fsp.readFile(join(dir, CHECKSUMS_FILENAME), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  let sums: {algorithm?: string; files?: Record<string, string>};
+  try {
+    sums = JSON.parse(text) as typeof sums;
+  } catch {
+    throw new Error(`${CHECKSUMS_FILENAME} is damaged (not valid JSON)`);
+  }
+  if (sums?.algorithm !== 'sha256' || sums.files == null || typeof sums.files !== 'object') {
+    throw new Error(`${CHECKSUMS_FILENAME} is damaged (no sha256 file list)`);
+  }
+  const listed = Object.keys(sums.files).sort();
+  const present = (await listFiles(dir)).filter((f) => f !== CHECKSUMS_FILENAME);
+  for (const f of ['state.json', 'optimizer.json', 'optimizer.bin', 'model/model.json']) {
+    if (!listed.includes(f)) throw new Error(`${CHECKSUMS_FILENAME} does not cover ${f}`);
+  }
+  for (const f of listed) {
+    if (!present.includes(f)) throw new Error(`${f} is missing (listed in ${CHECKSUMS_FILENAME})`);
+    if (sha256(await fsp.readFile(join(dir, f))) !== sums.files[f]) {
+      throw new Error(`${f} does not match its SHA-256 in ${CHECKSUMS_FILENAME} (the file is damaged)`);
+    }
+  }
+  return true;
+}
+
 async function loadOne(root: string, name: string): Promise<LoadedCheckpoint> {
   const dir = join(root, name);
-  const state = JSON.parse(await fsp.readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
-  if (state.version !== 1 || typeof state.epochsDone !== 'number') throw new Error(`${dir}/state.json: unknown format`);
+  const st = await fsp.lstat(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory${st.isSymbolicLink() ? ' (a symbolic link; checkpoints must lie inside the run)' : ''}`);
+  const verified = await verifyChecksums(dir);
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(await fsp.readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
+  } catch (e) {
+    throw new Error(`state.json: ${(e as Error).message}`);
+  }
+  if (state?.version !== 1 || !Number.isInteger(state.epochsDone) || !Number.isInteger(state.batchesDone) || !Array.isArray(state.history)) {
+    throw new Error('state.json: unknown format');
+  }
   const meta = JSON.parse(await fsp.readFile(join(dir, 'optimizer.json'), 'utf8')) as Omit<SavedOptimizer, 'data'>;
   const buf = await fsp.readFile(join(dir, 'optimizer.bin'));
   const total = meta.weights.reduce((s, w) => s + w.byteLength, 0);
-  if (buf.byteLength !== total) throw new Error(`${dir}/optimizer.bin holds ${buf.byteLength} bytes, optimizer.json expects ${total}`);
+  if (buf.byteLength !== total) throw new Error(`optimizer.bin holds ${buf.byteLength} bytes, optimizer.json expects ${total}`);
   const model = await tfl.loadLayersModel(fileSystem(join(dir, 'model')));
   const data = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
-  return {dir, name, model, state, optimizer: {...meta, data}};
+  return {dir, name, model, state, optimizer: {...meta, data}, verified, skipped: []};
 }
 
 /**
  * Loads the newest loadable checkpoint of a run: the one named in `latest`,
- * else (if that one is missing or broken) the newest other complete one.
- * Throws if there is none.
+ * else (if that one is missing or damaged) the newest other complete one; the
+ * ones skipped are listed in `skipped`. Throws {@link NoCheckpointError} if the
+ * run has no checkpoint at all, an Error if `latest` names anything but a
+ * checkpoint directory of this run, or if no checkpoint loads.
  */
 export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint> {
   const root = join(runDir, 'checkpoints');
   let names: string[] = [];
   try {
-    names = (await fsp.readdir(root)).filter((e) => /^epoch-\d+(-b\d+)?$/.test(e)).sort().reverse();
+    names = (await fsp.readdir(root)).filter((e) => CHECKPOINT_NAME.test(e)).sort().reverse();
   } catch {
-    throw new Error(`no checkpoints in ${runDir} (missing ${root})`);
+    throw new NoCheckpointError(`no checkpoints in ${runDir} (missing ${root})`);
   }
   let latest: string | undefined;
   try {
@@ -174,16 +257,22 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
   } catch {
     latest = undefined;
   }
+  if (latest !== undefined && !CHECKPOINT_NAME.test(latest)) {
+    throw new Error(`${join(root, 'latest')} names ${JSON.stringify(latest.slice(0, 80))}, which is not a checkpoint directory of this run (expected epoch-NNNN[-bNNNNN]); refusing to follow it`);
+  }
+  if (names.length === 0 && latest === undefined) throw new NoCheckpointError(`no checkpoints in ${root}`);
   const order = latest ? [latest, ...names.filter((n) => n !== latest)] : names;
   const errors: string[] = [];
   for (const name of order) {
     try {
-      return await loadOne(root, name);
+      const ck = await loadOne(root, name);
+      ck.skipped = errors;
+      return ck;
     } catch (e) {
       errors.push(`${name}: ${(e as Error).message}`);
     }
   }
-  throw new Error(`no loadable checkpoint in ${root}${errors.length ? ` (${errors.join('; ')})` : ''}`);
+  throw new Error(`no loadable checkpoint in ${root} (${errors.join('; ')})`);
 }
 
 /**

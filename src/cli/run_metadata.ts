@@ -28,7 +28,14 @@ export interface TrainCommandOptions {
   data?: string;
   out?: string;
   resume: boolean;
+  /** Start over in an `out` directory that already holds a run (its run files are deleted first). */
+  overwrite?: boolean;
   progress: 'auto' | 'bar' | 'lines' | 'off';
+  /**
+   * Names of the options given explicitly on the command line (the rest are defaults). With `resume`,
+   * only these override the run's recorded options; undefined = all of them count as explicit.
+   */
+  explicit?: string[];
 }
 
 /** What `run.json` holds. */
@@ -36,8 +43,11 @@ export interface RunMetadata {
   tool: 'tfjs-deep-adversarial';
   command: 'train';
   name: string;
-  status: 'running' | 'interrupted' | 'complete';
-  options: Omit<TrainCommandOptions, 'resume' | 'progress' | 'out' | 'backend'>;
+  /** `failed`: stopped by an error (see `error`); `running` is also what a killed process leaves. */
+  status: 'running' | 'interrupted' | 'complete' | 'failed';
+  /** The error that stopped a `failed` run. */
+  error?: string;
+  options: Omit<TrainCommandOptions, 'resume' | 'progress' | 'out' | 'backend' | 'overwrite' | 'explicit'>;
   backend: string;
   createdAt: string;
   updatedAt: string;

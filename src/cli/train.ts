@@ -12,7 +12,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {promises as fsp, readFileSync} from 'node:fs';
+import {existsSync, promises as fsp, readFileSync, renameSync, statSync, writeFileSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 
 import {pgdAttack} from '../attacks/pgd.js';
@@ -22,8 +22,9 @@ import {perExampleLoss} from '../objective/loss.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 import {adversarialCallback, AdversarialCallbackOptions} from '../training/callback.js';
 import {correctPredictions} from '../eval/robustness.js';
-import {CheckpointState, loadLatestCheckpoint, PartialEpoch, restoreOptimizer, saveCheckpoint} from './checkpoint.js';
-import {buildModel, Dataset, hasConv, loadData, loadModel, readJson, resolveModelDir, timestamp, toModelInput, UsageError, useBackend} from './common.js';
+import type {BackendChoice} from '../backend.js';
+import {CheckpointState, LoadedCheckpoint, loadLatestCheckpoint, NoCheckpointError, PartialEpoch, restoreOptimizer, saveCheckpoint} from './checkpoint.js';
+import {asUsageError, BACKENDS, buildModel, Dataset, hasConv, loadData, loadModel, readJson, resolveModelDir, timestamp, toModelInput, UsageError, useBackend} from './common.js';
 import {createProgress, Progress} from './progress.js';
 import type {RunMetadata, TrainCommandOptions} from './run_metadata.js';
 
@@ -169,6 +170,68 @@ async function writeRun(out: string, meta: RunMetadata): Promise<void> {
   await writeFileAtomic(join(out, 'run.json'), JSON.stringify(meta, null, 1));
 }
 
+/** Synchronous {@link writeRun}, for the moment before `process.exit` (best effort). */
+function writeRunSync(out: string, meta: RunMetadata): void {
+  try {
+    meta.updatedAt = new Date().toISOString();
+    const tmp = join(out, `.run.json.${process.pid}.exit.tmp`);
+    writeFileSync(tmp, JSON.stringify(meta, null, 1));
+    renameSync(tmp, join(out, 'run.json'));
+  } catch {
+    // the process is exiting; run.json keeps its previous state
+  }
+}
+
+/** Options that `--resume` takes from the command line; every other option keeps the run's recorded value. */
+const RESUME_OVERRIDABLE = new Set(['epochs', 'backend', 'progress', 'data', 'out', 'resume', 'explicit']);
+
+/** What a run writes into its directory (what `--overwrite` deletes; nothing else in the directory is touched). */
+const RUN_FILES = ['run.json', 'checkpoints', 'model', 'eval.json', 'convergence.json', 'report.html'];
+
+/** `maxGradEvals` → `--max-grad-evals`. */
+function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** Reads and sanity-checks the `run.json` of a run to resume; every problem is a {@link UsageError} naming the file. */
+function readRunMetadata(out: string, shown: string): RunMetadata {
+  const path = join(out, 'run.json');
+  const meta = readJson<RunMetadata>(path);
+  if (!meta) throw new UsageError(`--resume: ${join(shown, 'run.json')} not found; is ${shown} a run directory made by \`train\`?`);
+  const o = meta.options as Partial<TrainCommandOptions> | undefined;
+  const ok = o != null && typeof o === 'object' && typeof o.model === 'string' && ['deep', 'pgd', 'fgsm', 'none'].includes(o.method as string) &&
+    [o.epochs, o.batchSize, o.seed, o.limit, meta.epochsDone].every((v) => Number.isInteger(v)) && typeof o.learningRate === 'number';
+  if (!ok) throw new UsageError(`--resume: ${path} is damaged (its options or progress fields are missing or invalid).`);
+  return meta;
+}
+
+/**
+ * Checks the `--out` of a new run: refuses a file, and a directory that already holds a run unless
+ * `overwrite` (then the run's files are deleted later, by {@link clearRun}). Returns whether it holds a run.
+ */
+function checkFreshOut(out: string, shown: string, overwrite: boolean): boolean {
+  const st = statSync(out, {throwIfNoEntry: false});
+  if (!st) return false;
+  if (!st.isDirectory()) throw new UsageError(`--out ${shown}: exists and is not a directory.`);
+  if (!['run.json', 'checkpoints', 'model'].some((f) => existsSync(join(out, f)))) return false;
+  if (!overwrite) {
+    let what = '';
+    try {
+      const m = readJson<RunMetadata>(join(out, 'run.json'));
+      if (m?.status) what = ` (${m.status}, ${m.epochsDone}/${m.options?.epochs} epochs)`;
+    } catch {
+      what = ' (with a damaged run.json)';
+    }
+    throw new UsageError(`--out ${shown} already holds a run${what}; continue it with \`train --resume --out ${shown}\`, or start over in a new directory or with --overwrite.`);
+  }
+  return true;
+}
+
+/** Deletes the files a run wrote into `out` (see {@link RUN_FILES}). */
+async function clearRun(out: string): Promise<void> {
+  for (const f of RUN_FILES) await fsp.rm(join(out, f), {recursive: true, force: true});
+}
+
 /** Result of {@link trainCommand}. */
 export interface TrainResult {
   out: string;
@@ -185,35 +248,78 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   let o = opts;
   let out: string;
   let meta: RunMetadata | undefined;
+  let clearFirst = false;
   if (opts.resume) {
     if (!opts.out) throw new UsageError('--resume needs --out DIR (the run directory to continue).');
+    if (opts.overwrite) throw new UsageError('--resume continues the run in --out, --overwrite starts it over: give only one of them.');
     out = resolve(opts.out);
-    meta = readJson<RunMetadata>(join(out, 'run.json'));
-    if (!meta) throw new UsageError(`--resume: ${join(opts.out, 'run.json')} not found; is ${opts.out} a run directory made by \`train\`?`);
-    // The saved run's options rule; only --epochs (to extend a run), --backend and --progress may change.
-    o = {...meta.options, epochs: opts.epochs, backend: opts.backend, progress: opts.progress, out: opts.out, resume: true};
+    meta = readRunMetadata(out, opts.out);
+    // The recorded options rule; only --epochs (to extend a run), --backend, --data and --progress may change.
+    const recorded = meta.options as unknown as Record<string, unknown>;
+    const given = opts as unknown as Record<string, unknown>;
+    const explicit = new Set(opts.explicit ?? ['epochs', 'backend', 'progress']);
+    for (const key of explicit) {
+      if (RESUME_OVERRIDABLE.has(key) || key === 'overwrite' || given[key] === undefined) continue;
+      if (JSON.stringify(given[key]) !== JSON.stringify(recorded[key])) {
+        throw new UsageError(`--resume: ${flagName(key)} ${String(given[key])} differs from the run's recorded ${recorded[key] === undefined ? '(unset)' : String(recorded[key])}; a resumed run keeps its options (start a new run to change them).`);
+      }
+    }
+    const recordedBackend = (BACKENDS as readonly string[]).includes(meta.backend) ? (meta.backend as BackendChoice) : 'auto';
+    o = {
+      ...meta.options,
+      epochs: explicit.has('epochs') ? opts.epochs : meta.options.epochs,
+      backend: explicit.has('backend') ? opts.backend : recordedBackend,
+      data: explicit.has('data') ? opts.data : meta.options.data,
+      progress: opts.progress,
+      out: opts.out,
+      resume: true,
+    };
+    if (o.epochs < meta.epochsDone) throw new UsageError(`--resume: --epochs ${o.epochs} is fewer than the ${meta.epochsDone} epochs ${opts.out} has done.`);
+    if (meta.status === 'complete' && o.epochs <= meta.epochsDone) {
+      log(`${opts.out} is complete (${meta.epochsDone}/${meta.options.epochs} epochs); nothing to do (pass --epochs N with N > ${meta.epochsDone} to train further).`);
+      return {out, status: 'complete', exitCode: 0};
+    }
   } else {
     out = resolve(opts.out ?? join('runs', `${timestamp()}-${opts.method}`));
+    clearFirst = checkFreshOut(out, opts.out ?? out, opts.overwrite === true);
   }
+  const shown = opts.out ?? out;
 
   // Model (built, loaded, or from the checkpoint) → backend.
   const builtin = o.model === 'mlp' || o.model === 'cnn';
   const inputPenalty = parsePenalty(o.inputPenalty, '--input-penalty');
   const hiddenPenalty = parsePenalty(o.hiddenPenalty, '--hidden-penalty');
+  if (o.method === 'deep' && inputPenalty === null && hiddenPenalty === null) {
+    throw new UsageError('--input-penalty none with --hidden-penalty none leaves deep training nothing to disturb; give one of them a penalty, or use --method none for plain training.');
+  }
   // wasm cannot train convolutions: in auto mode pick another backend for conv models (model.json is read before loading).
   const convJson = (dir: string) => /"class_name":\s*"(Conv|SeparableConv|DepthwiseConv)/.test(readFileSync(join(dir, 'model.json'), 'utf8'));
-  const needsConv = o.model === 'cnn' || (!builtin && convJson(resolveModelDir(opts.resume ? out : o.model, '--model')));
+  const convName = /^(Conv|SeparableConv|DepthwiseConv)/;
+  const needsConv = o.model === 'cnn' || (opts.resume
+    ? (meta?.model?.layers ?? []).some((l) => convName.test(l))
+    : !builtin && convJson(resolveModelDir(o.model, '--model')));
   const backendName = await useBackend(o.backend, needsConv);
 
-  let checkpoint: Awaited<ReturnType<typeof loadLatestCheckpoint>> | undefined;
+  let checkpoint: LoadedCheckpoint | undefined;
   let model: tfl.LayersModel;
   if (opts.resume) {
     try {
       checkpoint = await loadLatestCheckpoint(out);
     } catch (e) {
-      throw new UsageError(`--resume: ${(e as Error).message}`);
+      if (!(e instanceof NoCheckpointError && meta && meta.epochsDone === 0 && !meta.latestCheckpoint)) {
+        throw new UsageError(`--resume: ${(e as Error).message}`);
+      }
+      log(`${shown} has no checkpoint yet (it stopped before the end of its first epoch): starting it from scratch with its recorded options`);
     }
+  }
+  if (checkpoint) {
     model = checkpoint.model;
+    if (o.epochs < checkpoint.state.epochsDone) {
+      model.dispose();
+      throw new UsageError(`--resume: --epochs ${o.epochs} is fewer than the ${checkpoint.state.epochsDone} epochs of its latest checkpoint.`);
+    }
+    for (const s of checkpoint.skipped) log(`warning: skipped the damaged checkpoint ${s}`);
+    if (!checkpoint.verified) log(`warning: checkpoint ${checkpoint.name} has no checksums (written by an older version); its files could not be verified`);
     log(`resuming ${out} from checkpoint ${checkpoint.name} (${checkpoint.state.epochsDone} epochs${checkpoint.state.batchesDone ? ` + ${checkpoint.state.batchesDone} batches` : ''} done)`);
   } else {
     let base: tfl.LayersModel;
@@ -222,7 +328,11 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
     if (o.method === 'deep' && disturbanceLayers(base).length === 0) {
       const input = inputPenalty !== undefined ? inputPenalty : {kind: o.norm, epsilon: o.epsilon, box: [0, 1]} as PenaltyConfig;
       const hidden = hiddenPenalty !== undefined ? hiddenPenalty : ({kind: 'quadratic', lambda: o.lambda} as PenaltyConfig);
-      model = instrument(base, {input, hidden, name: `${base.name}_deep`});
+      try {
+        model = instrument(base, {input, hidden, name: `${base.name}_deep`});
+      } catch (e) {
+        throw new UsageError(`cannot add Disturbance layers to the model: ${(e as Error).message.split('\n')[0]}`);
+      }
     } else {
       model = base;
     }
@@ -230,7 +340,13 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   if (hasConv(model) && backendName === 'wasm') log('warning: the wasm backend cannot train conv layers (no Conv2DBackpropFilter); use --backend cpu');
   const optimizer = tf.train.adam(o.learningRate);
   model.compile({optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy']});
-  if (checkpoint) await restoreOptimizer(optimizer, checkpoint.optimizer);
+  if (checkpoint) {
+    try {
+      await restoreOptimizer(optimizer, checkpoint.optimizer);
+    } catch (e) {
+      throw new UsageError(`--resume: checkpoint ${checkpoint.name}: ${(e as Error).message}`);
+    }
+  }
 
   // Data: the first --limit training examples; validation: the next --val-limit ones.
   const train = await loadData('train', {dir: o.data, limit: o.limit});
@@ -264,8 +380,15 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   meta.options.epochs = o.epochs;
   meta.backend = backendName;
   meta.status = 'running';
-  await fsp.mkdir(out, {recursive: true});
-  await writeRun(out, meta);
+  delete meta.error;
+  try {
+    if (clearFirst) await clearRun(out);
+    await fsp.mkdir(out, {recursive: true});
+    await writeRun(out, meta);
+  } catch (e) {
+    throw asUsageError(e, `--out ${shown}`);
+  }
+  const runMeta = meta;
 
   let history: Record<string, number>[] = checkpoint?.state.history ?? [];
   const startEpoch = checkpoint?.state.epochsDone ?? 0;
@@ -279,7 +402,9 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) {
       hardStop = true;
-      progress.log(`${sig} again: exiting now; the last checkpoint (${meta?.latestCheckpoint ?? 'none'}) is intact.`);
+      progress.log(`${sig} again: exiting now; the last checkpoint (${runMeta.latestCheckpoint ?? 'none'}) is intact.`);
+      runMeta.status = 'interrupted';
+      writeRunSync(out, runMeta);
       process.exit(130);
     }
     interrupted = true;
@@ -394,6 +519,12 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
       await writeRun(out, meta);
       log(`model saved: ${join(out, 'model')}  (run metadata: ${join(out, 'run.json')})`);
     }
+  } catch (e) {
+    // Never leave run.json saying "running" after an error: record it (best effort: the disk may be full).
+    runMeta.status = 'failed';
+    runMeta.error = (e as Error)?.message?.split('\n')[0] ?? String(e);
+    await writeRun(out, runMeta).catch(() => undefined);
+    throw asUsageError(e, 'train');
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -49,9 +49,24 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array | 
     await fsp.rename(tmp, path);
     renamed = true;
     await fsyncDir(dir);
+  } catch (e) {
+    throw namedFsError(e, `cannot write ${path}`);
   } finally {
     if (!renamed) await fsp.rm(tmp, {force: true}).catch(() => undefined);
   }
+}
+
+/**
+ * Wraps a Node file-system error so that its message names the file (`what`, e.g. `cannot write /a/b`)
+ * and the cause (`ENOSPC: no space left on device`), keeping its `code` for callers that test it.
+ */
+export function namedFsError(e: unknown, what: string): Error {
+  const err = e as NodeJS.ErrnoException;
+  if (err instanceof Error && err.message.startsWith(what)) return err;
+  const cause = err instanceof Error ? err.message.replace(/, (open|write|rename|fsync|close) '.*'$/, '') : String(e);
+  const out = new Error(`${what}: ${cause}`) as NodeJS.ErrnoException;
+  if (err?.code !== undefined) out.code = err.code;
+  return out;
 }
 
 /** fsync a directory so a rename in it is durable; ignored where unsupported (e.g. Windows). */
