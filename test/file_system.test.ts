@@ -1,7 +1,9 @@
 import {tf} from './setup.js';
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import {mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync} from 'node:fs';
+import * as fs from 'node:fs';
+import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync} from 'node:fs';
+import {spawnSync} from 'node:child_process';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -101,14 +103,18 @@ test('functional residual model, trained, saved with includeOptimizer: round tri
   loaded.dispose();
 });
 
-test('saving twice into the same dir overwrites', async (t) => {
+test('saving twice into the same dir overwrites (the second save\'s weights get their own file name)', async (t) => {
   const dir = tmpDir(t);
   const a = sequentialModel(10);
   const b = sequentialModel(20);
   assert.ok(maxPredictionDiff(a, b) > 1e-3, 'the two models differ');
   await a.save(fileSystem(dir));
   await b.save(fileSystem(dir));
-  assert.deepEqual(readdirSync(dir).sort(), ['model.json', 'weights.bin']);
+  const files = readdirSync(dir).sort();
+  assert.equal(files.length, 2, files.join(', '));
+  assert.equal(files[0], 'model.json');
+  assert.match(files[1], /^weights-[0-9a-f]{8}\.bin$/);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8')).weightsManifest[0].paths, [files[1]]);
   const loaded = await tfl.loadLayersModel(fileSystem(dir));
   assert.ok(maxPredictionDiff(b, loaded) <= 1e-6);
   assert.ok(maxPredictionDiff(a, loaded) > 1e-3);
@@ -229,4 +235,148 @@ test('joinWeightData joins a list of buffers in order', () => {
   const single = new Uint8Array([4, 5]).buffer;
   assert.equal(joinWeightData(single), single);
   assert.equal(joinWeightData(undefined).byteLength, 0);
+});
+
+/** Points the model's manifest at `paths` (a hostile or broken model.json). */
+function setManifestPaths(dir: string, paths: string[]): void {
+  const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+  json.weightsManifest[0].paths = paths;
+  writeFileSync(join(dir, 'model.json'), JSON.stringify(json));
+}
+
+/** Rejects within `ms` (a load that reads without end or blocks fails the test instead of hanging it). */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still running after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+test('load reads weights only from files inside the model directory, and discloses nothing about others', async (t) => {
+  const root = tmpDir(t);
+  const dir = join(root, 'model');
+  const model = sequentialModel(6);
+  await model.save(fileSystem(dir));
+  model.dispose();
+  const bytes = statSync(join(dir, 'weights.bin')).size;
+  // An outside file of exactly the right size: if it were read, the model would load with its bytes.
+  mkdirSync(join(root, 'outside'));
+  const secret = join(root, 'outside', 'secret.bin');
+  writeFileSync(secret, new Uint8Array(bytes).fill(7));
+  const numTensors = tf.memory().numTensors;
+  const refused = (err: Error) => {
+    assert.match(err.message, /leads outside the model directory/);
+    assert.ok(!err.message.includes(String(bytes)) && !/\d+ bytes/.test(err.message), `no size disclosed: ${err.message}`);
+    return true;
+  };
+  for (const p of ['../outside/secret.bin', secret, 'sub/../../outside/secret.bin', '/etc/passwd']) {
+    setManifestPaths(dir, [p]);
+    await assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), refused, p);
+  }
+  // A symbolic link inside the directory that leads outside it (to a file, or to nothing).
+  symlinkSync(secret, join(dir, 'link.bin'));
+  symlinkSync(join(root, 'outside', 'missing.bin'), join(dir, 'dangling.bin'));
+  for (const p of ['link.bin', 'dangling.bin']) {
+    setManifestPaths(dir, [p]);
+    await assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), refused, p);
+  }
+  // A symbolic link that stays inside is fine.
+  mkdirSync(join(dir, 'store'));
+  fs.renameSync(join(dir, 'weights.bin'), join(dir, 'store', 'w.bin'));
+  symlinkSync(join(dir, 'store', 'w.bin'), join(dir, 'inside.bin'));
+  setManifestPaths(dir, ['inside.bin']);
+  const ok = await tfl.loadLayersModel(fileSystem(dir));
+  ok.dispose();
+  assert.equal(tf.memory().numTensors, numTensors, 'no tensors left by the refused loads');
+});
+
+test('load refuses device files and FIFOs (no endless read, no hang)', async (t) => {
+  const dir = tmpDir(t);
+  const model = sequentialModel(7);
+  await model.save(fileSystem(dir));
+  model.dispose();
+  if (fs.existsSync('/dev/zero')) {
+    symlinkSync('/dev/zero', join(dir, 'zero.bin'));
+    setManifestPaths(dir, ['zero.bin']);
+    await withTimeout(assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), /leads outside the model directory/), 5000, '/dev/zero');
+  } else {
+    t.diagnostic('skipped the /dev/zero case: this platform has no /dev/zero');
+  }
+  const fifo = join(dir, 'fifo.bin');
+  const mk = spawnSync('mkfifo', [fifo]);
+  if (mk.status === 0) {
+    setManifestPaths(dir, ['fifo.bin']);
+    await withTimeout(assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), /fifo\.bin .*is not a regular file/), 5000, 'FIFO');
+    // model.json itself as a FIFO
+    await withTimeout(assert.rejects(() => tfl.loadLayersModel(fileSystem(fifo)), /is not a regular file/), 5000, 'FIFO model.json');
+  } else {
+    t.diagnostic(`skipped the FIFO case: mkfifo is not available here (${mk.error?.message ?? mk.stderr})`);
+  }
+  // A directory named as weights file.
+  mkdirSync(join(dir, 'adir'));
+  setManifestPaths(dir, ['adir']);
+  await assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), /adir .*is not a regular file/);
+  // A weights file larger than declared is refused before it is read.
+  writeFileSync(join(dir, 'big.bin'), new Uint8Array(1 << 20));
+  setManifestPaths(dir, ['big.bin']);
+  await assert.rejects(() => tfl.loadLayersModel(fileSystem(dir)), /size mismatch.*1048576 bytes/);
+});
+
+/** Makes `fs.promises[name]` fail with ENOSPC for paths matching `re` while `fn` runs. */
+async function failing<T>(name: 'open' | 'rename', re: RegExp, fn: () => Promise<T>): Promise<T> {
+  const p = fs.promises as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const real = p[name];
+  p[name] = async (...a: unknown[]) => {
+    const target = String(name === 'rename' ? a[1] : a[0]);
+    if (re.test(target)) throw Object.assign(new Error(`ENOSPC: no space left on device, ${name} '${target}'`), {code: 'ENOSPC'});
+    return real.apply(fs.promises, a);
+  };
+  try {
+    return await fn();
+  } finally {
+    p[name] = real;
+  }
+}
+
+test('save is atomic as a whole: a failure between the files leaves the complete old model', async (t) => {
+  const dir = tmpDir(t);
+  const a = sequentialModel(30);
+  const b = sequentialModel(40);
+  assert.ok(maxPredictionDiff(a, b) > 1e-3);
+  await a.save(fileSystem(dir));
+  const stillA = async (what: string) => {
+    const m = await tfl.loadLayersModel(fileSystem(dir));
+    assert.ok(maxPredictionDiff(a, m) <= 1e-6, `${what}: the old model loads`);
+    m.dispose();
+    assert.deepEqual(readdirSync(dir).sort(), ['model.json', 'weights.bin'], `${what}: no stray files`);
+  };
+  // 1. The new weights are written, then model.json fails (the old weights.bin was renamed over first
+  //    before this fix, so the directory no longer loaded).
+  await assert.rejects(() => failing('rename', /model\.json$/, () => b.save(fileSystem(dir))), (e: Error) => {
+    assert.match(e.message, /cannot write .*model\.json: ENOSPC/);
+    return true;
+  });
+  await stillA('model.json failed');
+  // 2. The weights file fails.
+  await assert.rejects(() => failing('open', /weights/, () => b.save(fileSystem(dir))), /cannot write .*weights-[0-9a-f]{8}\.bin: ENOSPC/);
+  await stillA('weights failed');
+  // 3. A killed save (new weights file written, model.json not yet replaced) leaves the old model; the
+  //    next save cleans the orphan up.
+  writeFileSync(join(dir, 'weights-0badc0de.bin'), new Uint8Array(12));
+  const m = await tfl.loadLayersModel(fileSystem(dir));
+  assert.ok(maxPredictionDiff(a, m) <= 1e-6);
+  m.dispose();
+  // 4. A save that succeeds switches to the new model and deletes the old weights.
+  await b.save(fileSystem(dir));
+  const files = readdirSync(dir).sort();
+  assert.equal(files.length, 2, files.join(', '));
+  const nb = await tfl.loadLayersModel(fileSystem(dir));
+  assert.ok(maxPredictionDiff(b, nb) <= 1e-6);
+  nb.dispose();
+  // …and the one after goes back to weights.bin.
+  await a.save(fileSystem(dir));
+  await stillA('third save');
+  a.dispose();
+  b.dispose();
 });

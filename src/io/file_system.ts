@@ -7,13 +7,20 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {randomBytes} from 'node:crypto';
-import {promises as fsp} from 'node:fs';
-import {basename, dirname, join} from 'node:path';
+import {constants as fsConstants, promises as fsp} from 'node:fs';
+import {basename, dirname, isAbsolute, join, posix, resolve, sep} from 'node:path';
 
 /** File name of the model topology + weights manifest. */
 export const MODEL_JSON_FILENAME = 'model.json';
-/** File name of the concatenated weights. */
+/**
+ * File name of the concatenated weights. A save that replaces a model whose model.json already names
+ * `weights.bin` writes `weights-<8 hex digits>.bin` instead (see {@link fileSystem}); model.json
+ * always names the file that belongs to it.
+ */
 export const WEIGHTS_BIN_FILENAME = 'weights.bin';
+
+/** Weight file names this handler writes (and may delete once no model.json of its own names them). */
+const OWN_WEIGHTS_NAME = /^weights(-[0-9a-f]{8})?\.bin$/;
 
 /** An IOHandler whose `save` and `load` are both present. */
 export type FileSystemHandler = tf.io.IOHandler & Required<Pick<tf.io.IOHandler, 'save' | 'load'>>;
@@ -124,6 +131,55 @@ async function statOrUndefined(path: string) {
   }
 }
 
+/** True when `path` is `base` or lies below it (both absolute and normalised). */
+function isInside(base: string, path: string): boolean {
+  return path === base || path.startsWith(base.endsWith(sep) ? base : base + sep);
+}
+
+/** Flags for reading untrusted paths: never block on a FIFO, never follow a final symbolic link. */
+const SAFE_READ_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0) | (fsConstants.O_NOFOLLOW ?? 0);
+
+/**
+ * Reads a regular file whose size was checked before: opens it without blocking or following a
+ * symbolic link, checks again that it is a regular file of `size` bytes, and reads exactly that many.
+ */
+async function readRegularFile(path: string, size: number, shown: string): Promise<Uint8Array> {
+  const fh = await fsp.open(path, SAFE_READ_FLAGS);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size !== size) throw new Error(`fileSystem: ${shown} changed while being read`);
+    const out = new Uint8Array(size);
+    let offset = 0;
+    while (offset < size) {
+      const {bytesRead} = await fh.read(out, offset, size - offset, offset);
+      if (bytesRead === 0) throw new Error(`fileSystem: ${shown} changed while being read (it is shorter than ${size} bytes)`);
+      offset += bytesRead;
+    }
+    return out;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Names (relative to `dir`) of the weight files the existing `dir/model.json` points at and that
+ * this handler wrote (`weights.bin`, `weights-<hex>.bin`); [] when there is no readable model.json.
+ */
+async function ownWeightFiles(dir: string): Promise<string[]> {
+  try {
+    const path = join(dir, MODEL_JSON_FILENAME);
+    const st = await fsp.stat(path);
+    if (!st.isFile()) return [];
+    const json = JSON.parse(Buffer.from(await readRegularFile(path, st.size, path)).toString('utf8')) as tf.io.ModelJSON;
+    const names = (Array.isArray(json?.weightsManifest) ? json.weightsManifest : [])
+        .flatMap((g) => (Array.isArray(g?.paths) ? g.paths : []))
+        .map((p) => (typeof p === 'string' ? posix.normalize(p) : ''));
+    return [...new Set(names.filter((n) => OWN_WEIGHTS_NAME.test(n)))];
+  } catch {
+    return [];
+  }
+}
+
 /**
  * An `IOHandler` that saves a model to / loads it from the directory `dir` on disk,
  * in the layout of tfjs-node's `file://` handler (`model.json` + `weights.bin`):
@@ -133,12 +189,19 @@ async function statOrUndefined(path: string) {
  * const loaded = await tfl.loadLayersModel(fileSystem('./my-model'));
  * ```
  *
- * `save` creates `dir` recursively and writes atomically: `weights.bin` first, then
- * `model.json`, each through a temp file + fsync + rename, so an interrupted save never
- * leaves a partially written file in place. `load` also accepts the path of a `model.json`
- * file; it reads every file in every `weightsManifest` group (relative to the model.json),
- * and its errors name the offending path (missing file, invalid JSON, no `modelTopology`,
- * weight bytes not matching the manifest).
+ * `save` creates `dir` recursively and is atomic as a whole: the weights go to a file that the
+ * current model.json does not name (`weights.bin`, or `weights-<hex>.bin` when replacing a model
+ * that uses `weights.bin`), then `model.json` is replaced — each through a temp file + fsync +
+ * rename — and only then is the old weights file deleted. A save that fails or is killed at any
+ * point leaves the complete old model or the complete new one.
+ *
+ * `load` also accepts the path of a `model.json` file; it reads every file in every
+ * `weightsManifest` group (relative to the model.json), and its errors name the offending path
+ * (missing file, invalid JSON, no `modelTopology`, weight bytes not matching the manifest).
+ * Weights are read only from regular files inside the model directory: a manifest path that leads
+ * outside it (`../…`, an absolute path, a symbolic link pointing elsewhere) or names a device, FIFO
+ * or directory is refused without touching it, and no file is read beyond the size its regular-file
+ * status reports, which must match the size the manifest declares.
  */
 export function fileSystem(dir: string): FileSystemHandler {
   if (typeof dir !== 'string' || dir.length === 0) {
@@ -168,9 +231,26 @@ export function fileSystem(dir: string): FileSystemHandler {
     if (artifacts.modelInitializer != null) modelJSON.modelInitializer = artifacts.modelInitializer;
     if (artifacts.initializerSignature != null) modelJSON.initializerSignature = artifacts.initializerSignature;
 
-    // Weights first, model.json last: model.json only ever points at complete weights.
-    await writeFileAtomic(join(dir, WEIGHTS_BIN_FILENAME), weights);
-    await writeFileAtomic(join(dir, MODEL_JSON_FILENAME), JSON.stringify(modelJSON));
+    // The new weights go to a file the current model.json does not name; model.json is replaced
+    // next (the commit point); the old weights are deleted last. At every point the directory holds
+    // a complete model: the old one until model.json is renamed into place, the new one after.
+    const previous = await ownWeightFiles(dir);
+    const weightsName = previous.includes(WEIGHTS_BIN_FILENAME) ? `weights-${randomBytes(4).toString('hex')}.bin` : WEIGHTS_BIN_FILENAME;
+    modelJSON.weightsManifest[0].paths = [weightsName];
+    const weightsPath = join(dir, weightsName);
+    await writeFileAtomic(weightsPath, weights);
+    try {
+      await writeFileAtomic(join(dir, MODEL_JSON_FILENAME), JSON.stringify(modelJSON));
+    } catch (e) {
+      await fsp.rm(weightsPath, {force: true}).catch(() => undefined);
+      throw e;
+    }
+    // Old weights of ours that the new model.json does not name: the previous model's, and new-style
+    // files left by saves that were killed before their model.json was in place.
+    const stale = new Set(previous);
+    for (const f of await fsp.readdir(dir).catch(() => [] as string[])) if (/^weights-[0-9a-f]{8}\.bin$/.test(f)) stale.add(f);
+    stale.delete(weightsName);
+    for (const f of stale) await fsp.rm(join(dir, f), {force: true}).catch(() => undefined);
     return {modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts)};
   }
 
@@ -182,9 +262,12 @@ export function fileSystem(dir: string): FileSystemHandler {
 
     let text: string;
     try {
-      text = await fsp.readFile(modelJSONPath, 'utf8');
+      const jst = await fsp.stat(modelJSONPath);
+      if (!jst.isFile()) throw new Error(`fileSystem: ${modelJSONPath} is not a regular file`);
+      text = Buffer.from(await readRegularFile(modelJSONPath, jst.size, modelJSONPath)).toString('utf8');
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') throw new Error(`fileSystem: model.json not found: ${modelJSONPath}`);
+      if ((e as Error).message?.startsWith('fileSystem:')) throw e;
       throw new Error(`fileSystem: cannot read ${modelJSONPath}: ${(e as Error).message}`);
     }
     let modelJSON: tf.io.ModelJSON;
@@ -206,37 +289,55 @@ export function fileSystem(dir: string): FileSystemHandler {
     const loadWeights = async(manifest: tf.io.WeightsManifestConfig):
         Promise<[tf.io.WeightsManifestEntry[], ArrayBuffer]> => {
       const specs: tf.io.WeightsManifestEntry[] = [];
-      const paths: string[] = [];
+      const listed: string[] = [];
       for (const group of manifest) {
-        if (!Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+        if (!Array.isArray(group?.paths) || !Array.isArray(group?.weights)) {
           throw new Error(`fileSystem: ${modelJSONPath} has a weightsManifest group without paths/weights`);
         }
         specs.push(...group.weights);
-        paths.push(...group.paths.map((p) => join(baseDir, p)));
+        listed.push(...group.paths);
       }
-      const buffers: Uint8Array[] = [];
-      for (const p of paths) {
-        try {
-          buffers.push(await fsp.readFile(p));
-        } catch (e) {
-          if (errnoCode(e) === 'ENOENT') {
-            throw new Error(`fileSystem: weights file not found: ${p} (listed in ${modelJSONPath})`);
-          }
-          throw new Error(`fileSystem: cannot read weights file ${p}: ${(e as Error).message}`);
+      // Resolve and check every path before reading any: inside the model directory, a regular file.
+      const base = resolve(baseDir);
+      const realBase = await fsp.realpath(base);
+      const files: {path: string; real: string; size: number}[] = [];
+      for (const p of listed) {
+        const outside = () => new Error(
+            `fileSystem: ${modelJSONPath} lists the weights path ${JSON.stringify(String(p).slice(0, 200))}, which leads outside ` +
+            'the model directory; weights are only read from files inside it');
+        if (typeof p !== 'string' || p === '' || p.includes('\0')) {
+          throw new Error(`fileSystem: ${modelJSONPath} lists an invalid weights path ${JSON.stringify(p)}`);
         }
+        const path = resolve(base, p);
+        if (isAbsolute(p) || !isInside(base, path) || path === base) throw outside();
+        let real: string;
+        try {
+          real = await fsp.realpath(path);
+        } catch (e) {
+          if (errnoCode(e) !== 'ENOENT') throw new Error(`fileSystem: cannot read weights file ${path}: ${(e as Error).message}`);
+          const link = await fsp.lstat(path).catch(() => undefined);
+          if (link?.isSymbolicLink()) throw outside();
+          throw new Error(`fileSystem: weights file not found: ${path} (listed in ${modelJSONPath})`);
+        }
+        if (!isInside(realBase, real)) throw outside();
+        const st = await fsp.stat(real);
+        if (!st.isFile()) {
+          throw new Error(`fileSystem: weights path ${path} (listed in ${modelJSONPath}) is not a regular file (a device, FIFO or directory); refusing to read it`);
+        }
+        files.push({path, real, size: st.size});
       }
-      const total = buffers.reduce((s, b) => s + b.byteLength, 0);
+      const total = files.reduce((s, f) => s + f.size, 0);
       const expected = expectedWeightBytes(specs);
       if (expected !== undefined && expected !== total) {
         throw new Error(
-            `fileSystem: weights file size mismatch: ${paths.join(', ')} hold ${total} bytes but the ` +
+            `fileSystem: weights file size mismatch: ${files.map((f) => f.path).join(', ')} hold ${total} bytes but the ` +
             `weightsManifest in ${modelJSONPath} specifies ${expected} bytes (corrupt or mismatched files)`);
       }
       const out = new Uint8Array(total);
       let offset = 0;
-      for (const b of buffers) {
-        out.set(b, offset);
-        offset += b.byteLength;
+      for (const f of files) {
+        out.set(await readRegularFile(f.real, f.size, f.path), offset);
+        offset += f.size;
       }
       return [specs, out.buffer];
     };
