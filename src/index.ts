@@ -51,6 +51,15 @@ export type {FgsmOptions} from './attacks/fgsm.js';
 export {pgdAttack, pgdAttackWithInfo} from './attacks/pgd.js';
 export type {PgdOptions, PgdResult, AttackNorm} from './attacks/pgd.js';
 
+export {apgdAttack, apgdAttackWithInfo, apgdCheckpoints} from './attacks/apgd.js';
+export type {ApgdOptions, ApgdResult} from './attacks/apgd.js';
+export {squareAttack, squareAttackWithInfo} from './attacks/square.js';
+export type {SquareOptions, SquareResult} from './attacks/square.js';
+export {autoAttack, autoAttackStages} from './attacks/autoattack.js';
+export type {AutoAttackOptions, AutoAttackResult, AutoAttackStage, AutoAttackStageResult, AutoAttackVersion} from './attacks/autoattack.js';
+export {logitFunction, crossEntropyLoss, cwLoss, dlrLoss, dlrTargetedLoss, logitMargin} from './attacks/logits.js';
+export type {LogitFunction, LogitLoss, LogitSource} from './attacks/logits.js';
+
 export {conjugateGradient, gradientAscent} from './solvers/index.js';
 export type {BatchObjective, SolverOptions, SolverResult, IterationInfo, CgOptions, GradientAscentOptions} from './solvers/index.js';
 

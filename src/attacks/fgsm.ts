@@ -8,7 +8,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import type {LossFn} from '../objective/loss.js';
+import {checkKnownKeys} from '../util/options.js';
 import {checkCommonOptions, runPgd} from './pgd.js';
+import {checkAttackInputs} from './validate.js';
 
 /** Options of {@link fgsmAttack}. */
 export interface FgsmOptions {
@@ -25,7 +27,7 @@ export interface FgsmOptions {
   alpha?: number;
   /** Seed of the random start (same seed → identical result). */
   seed?: number;
-  /** Loss to use instead of the model's compiled loss (name or function). */
+  /** Loss: `'ce'`, `'cw'`, `'dlr'` on the logits, or a loss name/function instead of the model's compiled loss. */
   loss?: string | LossFn;
 }
 
@@ -55,7 +57,9 @@ export function fgsmAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   if (options === null || typeof options !== 'object') {
     throw new Error(`fgsmAttack: options must be an object with at least {epsilon}; got ${String(options)}.`);
   }
+  checkKnownKeys(options, ['epsilon', 'clip', 'randomStart', 'alpha', 'seed', 'loss'], 'fgsmAttack');
   checkCommonOptions('fgsmAttack', options);
+  checkAttackInputs('fgsmAttack', model, x, y);
   const randomStart = options.randomStart ?? false;
   const alpha = options.alpha ?? 1.25 * options.epsilon;
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0) {

@@ -15,7 +15,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
-import {assertCompatibleXY, LossFn, perExampleLoss, PerExampleLossFn} from '../objective/loss.js';
+import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
+import {checkKnownKeys} from '../util/options.js';
+import {checkAttackInputs} from './validate.js';
+import {isLogitLoss, labelIndices, logitFunction, logitLoss, LogitLoss} from './logits.js';
 
 /** Norm of the threat model: L∞ (box of half-width ε) or L2 (Euclidean ball of radius ε). */
 export type AttackNorm = 'linf' | 'l2';
@@ -38,9 +41,16 @@ export interface PgdOptions {
   clip?: [number, number];
   /** Seed for the random start; the same seed gives identical results. Restart r uses a seed derived from (seed, r). */
   seed?: number;
-  /** Loss to maximise instead of the model's compiled loss (name or function), see {@link perExampleLoss}. */
-  loss?: string | LossFn;
+  /**
+   * Loss to maximise: `'ce'` (cross-entropy on the logits), `'cw'` (Carlini–Wagner margin on the logits),
+   * `'dlr'` (difference of logits ratio, Croce & Hein 2020) — see `logits.ts` — or instead of the model's
+   * compiled loss (the default) any loss name or function accepted by {@link perExampleLoss}.
+   */
+  loss?: LogitLoss | string | LossFn;
 }
+
+/** The option names of {@link PgdOptions}. */
+export const PGD_KEYS = ['epsilon', 'norm', 'steps', 'stepSize', 'randomStart', 'restarts', 'clip', 'seed', 'loss'] as const;
 
 /** Result of {@link pgdAttackWithInfo}. The caller owns (and must dispose) both tensors. */
 export interface PgdResult {
@@ -235,8 +245,19 @@ export function runPgd(
   wantLoss: boolean,
 ): {adversarial: tf.Tensor; loss: tf.Tensor1D | null; gradientEvaluations: number} {
   assertCompatibleXY(model, x, y);
-  const lossFn: PerExampleLossFn = perExampleLoss(model, o.loss);
-  const objective = (xx: tf.Tensor): tf.Scalar => tf.sum(lossFn(y, forward(model, xx)));
+  let lossOf: (xx: tf.Tensor) => tf.Tensor1D;
+  let labels: tf.Tensor1D | null = null;
+  if (isLogitLoss(o.loss)) {
+    const kind = o.loss;
+    const logits = logitFunction(model);
+    labels = labelIndices(y, logits.classes, 'pgdAttack');
+    const lab = labels;
+    lossOf = (xx) => logitLoss(kind, logits(xx), lab);
+  } else {
+    const lossFn = perExampleLoss(model, o.loss);
+    lossOf = (xx) => lossFn(y, forward(model, xx));
+  }
+  const objective = (xx: tf.Tensor): tf.Scalar => tf.sum(lossOf(xx));
   const gradFn = tf.grad(objective);
   const needLoss = wantLoss || o.restarts > 1;
 
@@ -264,7 +285,7 @@ export function runPgd(
         continue;
       }
       const finalAdv: tf.Tensor = adv;
-      const l = tf.tidy(() => lossFn(y, forward(model, finalAdv)));
+      const l = tf.tidy(() => lossOf(finalAdv));
       if (best === null || bestLoss === null) {
         best = finalAdv;
         bestLoss = l;
@@ -293,9 +314,11 @@ export function runPgd(
     best?.dispose();
     bestLoss?.dispose();
     if (ownsX) xf.dispose();
+    labels?.dispose();
     throw e;
   }
   if (ownsX) xf.dispose();
+  labels?.dispose();
   if (!wantLoss && bestLoss !== null) {
     bestLoss.dispose();
     bestLoss = null;
@@ -328,7 +351,9 @@ export function runPgd(
  *   an uncompiled model without `options.loss`, or a multi-output model.
  */
 export function pgdAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: PgdOptions): tf.Tensor {
+  checkKnownKeys(options, PGD_KEYS, 'pgdAttack');
   const o = resolvePgdOptions('pgdAttack', options);
+  checkAttackInputs('pgdAttack', model, x, y);
   return runPgd(model, x, y, o, false).adversarial;
 }
 
@@ -349,7 +374,9 @@ export function pgdAttackWithInfo(
   y: tf.Tensor,
   options: PgdOptions,
 ): PgdResult {
+  checkKnownKeys(options, PGD_KEYS, 'pgdAttackWithInfo');
   const o = resolvePgdOptions('pgdAttackWithInfo', options);
+  checkAttackInputs('pgdAttackWithInfo', model, x, y);
   const r = runPgd(model, x, y, o, true);
   return {adversarial: r.adversarial, loss: r.loss as tf.Tensor1D, gradientEvaluations: r.gradientEvaluations};
 }
