@@ -2,8 +2,10 @@ import {tf} from './setup.js';
 import {after, test} from 'node:test';
 import assert from 'node:assert/strict';
 import {selectBackend} from '../src/backend.js';
+import {registeredWasmKernels, unregisterWasmKernels} from '../src/kernels/wasm.js';
 
 after(async () => {
+  unregisterWasmKernels();
   await tf.setBackend('cpu');
 });
 
@@ -43,18 +45,37 @@ test("'auto' picks wasm here (no tfjs-node) and reports why; quiet prints nothin
   s.dispose();
 });
 
-test("'auto' with needsConvTraining skips wasm and picks cpu", async () => {
+test("'auto' with needsConvTraining picks wasm and registers its training kernels", async () => {
+  unregisterWasmKernels();
   const result = await selectBackend({needsConvTraining: true, quiet: true});
+  assert.equal(result.name, 'wasm');
+  assert.equal(tf.getBackend(), 'wasm');
+  assert.match(result.reason, /training kernels registered/);
+  assert.ok(registeredWasmKernels().includes('Conv2DBackpropFilter'));
+  // a conv filter gradient now runs on wasm
+  const g = tf.tidy(() => tf.grad((f: tf.Tensor) => tf.sum(tf.conv2d(tf.ones([1, 3, 3, 1]) as tf.Tensor4D, f as tf.Tensor4D, 1, 'valid')))(tf.ones([2, 2, 1, 1])));
+  assert.deepEqual(Array.from(g.dataSync()), [4, 4, 4, 4]);
+  g.dispose();
+});
+
+test("'auto' with needsConvTraining and wasmKernels: false skips wasm and picks cpu", async () => {
+  unregisterWasmKernels();
+  const result = await selectBackend({needsConvTraining: true, wasmKernels: false, quiet: true});
   assert.equal(result.name, 'cpu');
   assert.equal(tf.getBackend(), 'cpu');
   assert.match(result.reason, /Conv2DBackpropFilter/);
+  assert.deepEqual(registeredWasmKernels(), []);
 });
 
-test("explicit 'wasm' with needsConvTraining is honoured, with a warning in the reason", async () => {
+test("explicit 'wasm' registers the training kernels unless wasmKernels: false (then conv training gets a warning)", async () => {
+  const plain = await selectBackend({backend: 'wasm', needsConvTraining: true, wasmKernels: false, quiet: true});
+  assert.equal(plain.name, 'wasm');
+  assert.match(plain.reason, /warning.*Conv2DBackpropFilter/);
   const result = await selectBackend({backend: 'wasm', needsConvTraining: true, quiet: true});
   assert.equal(result.name, 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
-  assert.match(result.reason, /warning.*Conv2DBackpropFilter/);
+  assert.match(result.reason, /training kernels registered/);
+  assert.ok(registeredWasmKernels().includes('MaxPoolGrad'));
 });
 
 test("explicit 'tensorflow' fails naming @tensorflow/tfjs-node; backend unchanged", async () => {

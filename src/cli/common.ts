@@ -195,7 +195,7 @@ export function buildModel(kind: 'mlp' | 'cnn', seed: number): tfl.LayersModel {
   });
 }
 
-/** True when the model has a convolution layer (wasm cannot train those). */
+/** True when the model has a convolution layer (plain wasm, without registerWasmKernels, cannot train those). */
 export function hasConv(model: tfl.LayersModel): boolean {
   return model.layers.some((l) => /^(Conv|SeparableConv|DepthwiseConv)/.test(l.getClassName()));
 }

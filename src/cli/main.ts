@@ -172,7 +172,7 @@ function bench(opts: {quick: boolean; backend: string}): number {
   }
   for (const s of scripts) {
     // Each script has its own flags: bench/solver.ts takes --backend/--quick; bench/train.ts takes
-    // --mlp-backend and step counts (its CNN stays on its own default backend: wasm cannot train convs).
+    // --mlp-backend and step counts (its CNN uses its own --cnn-backend default, auto).
     const flags = s.endsWith('solver.ts')
       ? ['--backend', opts.backend, ...(opts.quick ? ['--quick'] : [])]
       : ['--mlp-backend', opts.backend, ...(opts.quick ? ['--repeat', '1', '--warmup', '1', '--mlp-steps', '4', '--cnn-steps', '1'] : [])];

@@ -23,6 +23,7 @@ import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 import {adversarialCallback, AdversarialCallbackOptions} from '../training/callback.js';
 import {correctPredictions} from '../eval/robustness.js';
 import type {BackendChoice} from '../backend.js';
+import {registeredWasmKernels} from '../kernels/wasm.js';
 import {CheckpointState, LoadedCheckpoint, loadLatestCheckpoint, NoCheckpointError, PartialEpoch, restoreOptimizer, saveCheckpoint} from './checkpoint.js';
 import {asUsageError, BACKENDS, buildModel, Dataset, hasConv, loadData, loadModel, readJson, resolveModelDir, timestamp, toModelInput, UsageError, useBackend} from './common.js';
 import {createProgress, Progress} from './progress.js';
@@ -292,7 +293,7 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   if (o.method === 'deep' && inputPenalty === null && hiddenPenalty === null) {
     throw new UsageError('--input-penalty none with --hidden-penalty none leaves deep training nothing to disturb; give one of them a penalty, or use --method none for plain training.');
   }
-  // wasm cannot train convolutions: in auto mode pick another backend for conv models (model.json is read before loading).
+  // Plain wasm cannot train convolutions; selectBackend registers our wasm training kernels (model.json is read before loading).
   const convJson = (dir: string) => /"class_name":\s*"(Conv|SeparableConv|DepthwiseConv)/.test(readFileSync(join(dir, 'model.json'), 'utf8'));
   const convName = /^(Conv|SeparableConv|DepthwiseConv)/;
   const needsConv = o.model === 'cnn' || (opts.resume
@@ -337,7 +338,7 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
       model = base;
     }
   }
-  if (hasConv(model) && backendName === 'wasm') log('warning: the wasm backend cannot train conv layers (no Conv2DBackpropFilter); use --backend cpu');
+  if (hasConv(model) && backendName === 'wasm' && !registeredWasmKernels().includes('Conv2DBackpropFilter')) log('warning: the wasm backend cannot train conv layers (no Conv2DBackpropFilter); use --backend cpu');
   const optimizer = tf.train.adam(o.learningRate);
   model.compile({optimizer, loss: 'categoricalCrossentropy', metrics: ['accuracy']});
   if (checkpoint) {
