@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceSites} from '../model/instrument.js';
-import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
+import {assertCompatibleXY, attackLoss, batchSizeOf, LossFn, Tensors} from '../objective/loss.js';
 import {disposeAddResult, disturbedObjective, forwardAdd, neuronInputs, neuronObjective, withModes} from '../objective/neuron_space.js';
 import {PenaltyConfig, penaltyValue, sumPerExample, validatePenalty, violationPerExample} from '../objective/penalties.js';
 import {conjugateGradient} from '../solvers/cg.js';
@@ -51,8 +51,12 @@ export interface DeepAttackOptions {
   project?: boolean;
   /** Step size of gradient ascent (ignored by CG). Default 0.01. */
   stepSize?: number;
-  /** Loss to attack instead of the model's compiled loss. */
-  loss?: string | LossFn;
+  /**
+   * Loss to attack instead of the model's compiled loss (one per output, or a list). Default: the
+   * compiled loss through `attackLoss` (the root of a meanSquaredError/squaredHinge output, so that
+   * the inner maximisation stays bounded; see `attackLoss`).
+   */
+  loss?: string | LossFn | (string | LossFn)[];
   /**
    * Penalties to use instead of the layers' own: an array with one entry per
    * Disturbance layer (model order) or a function of the layer and its index.
@@ -112,10 +116,10 @@ function defaultInitScale(penalty: PenaltyConfig, units: number): number {
  *
  * @param model A model with Disturbance layers (see `instrument`), compiled
  *   (or pass `options.loss`).
- * @param x Inputs `[B, ...inputShape]`.
- * @param y Targets `[B, ...]` in the format of the model's loss.
+ * @param x Inputs `[B, ...inputShape]` (a list, one per input, for a model with several inputs).
+ * @param y Targets `[B, ...]` in the format of the model's loss (a list, one per output, for several outputs).
  */
-export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: DeepAttackOptions = {}): DeepAttackResult {
+export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, options: DeepAttackOptions = {}): DeepAttackResult {
   const solverName = options.solver ?? 'cg';
   if (solverName !== 'cg' && solverName !== 'gradient-ascent') {
     throw new Error(`deepAttack: option 'solver' must be 'cg' or 'gradient-ascent', got ${JSON.stringify(solverName)}.`);
@@ -144,12 +148,13 @@ export function deepAttack(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, o
   const layers = active.map((i) => allSites[i].layer);
   const penalties = active.map((i) => penaltyOf[i] as PenaltyConfig);
   assertCompatibleXY(model, x, y);
-  const loss = perExampleLoss(model, options.loss);
+  const loss = attackLoss(model, options.loss);
+  const batch = batchSizeOf(x);
   const allShapes = allSites.map(({layer, inputShape}) => {
     if (inputShape.slice(1).some((s) => s == null)) {
       throw new Error(`deepAttack: Disturbance layer '${layer.name}' has an input of unknown shape ${JSON.stringify(inputShape)}.`);
     }
-    return [x.shape[0], ...(inputShape.slice(1) as number[])];
+    return [batch, ...(inputShape.slice(1) as number[])];
   });
   const shapes = active.map((i) => allShapes[i]);
 
@@ -272,12 +277,15 @@ function resolvePenalties(layers: Disturbance[], given: DeepAttackOptions['penal
  * model order (as `deepAttack` returns them), each with the batch size of `x`.
  * Returns a new tensor; nothing else is left behind.
  */
-export function predictDisturbed(model: tfl.LayersModel, x: tf.Tensor, disturbances: tf.Tensor[]): tf.Tensor {
+export function predictDisturbed(model: tfl.LayersModel, x: tf.Tensor, disturbances: tf.Tensor[]): tf.Tensor;
+/** With a list of inputs: the output, or one tensor per output for a model with several outputs. */
+export function predictDisturbed(model: tfl.LayersModel, x: Tensors, disturbances: tf.Tensor[]): Tensors;
+export function predictDisturbed(model: tfl.LayersModel, x: Tensors, disturbances: tf.Tensor[]): Tensors {
   const layers = disturbanceSites(model).map((s) => s.layer);
   if (disturbances.length !== layers.length) {
     throw new Error(`predictDisturbed: got ${disturbances.length} disturbances but model '${model.name}' has ${layers.length} Disturbance layers.`);
   }
-  return withModes(layers, 'add', disturbances, () => model.apply(x, {training: false}) as tf.Tensor);
+  return withModes(layers, 'add', disturbances, () => model.apply(x, {training: false}) as Tensors);
 }
 
 /**
@@ -289,16 +297,16 @@ function linearisedStep(
   model: tfl.LayersModel,
   layers: Disturbance[],
   penalties: PenaltyConfig[],
-  x: tf.Tensor,
-  y: tf.Tensor,
-  loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D,
+  x: Tensors,
+  y: Tensors,
+  loss: (yTrue: Tensors, yPred: Tensors) => tf.Tensor1D,
   ds: tf.Tensor[],
 ): tf.Tensor[] {
   return tf.tidy(() => {
     const noBox = penalties.map((p) => ({...p, box: undefined}) as PenaltyConfig);
     const grads = tf.grads((...d: tf.Tensor[]) =>
       withModes(layers, 'add', d, () => {
-        let j: tf.Tensor = tf.sum(loss(y, model.apply(x, {training: false}) as tf.Tensor));
+        let j: tf.Tensor = tf.sum(loss(y, model.apply(x, {training: false}) as Tensors));
         d.forEach((di, i) => (j = tf.add(j, tf.sum(penaltyValue(noBox[i], di)))));
         return j as tf.Scalar;
       }),

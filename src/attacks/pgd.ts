@@ -15,10 +15,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
-import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
+import {assertCompatibleXY, LossFn, perExampleLoss, Tensors} from '../objective/loss.js';
 import {checkKnownKeys} from '../util/options.js';
 import {checkAttackInputs} from './validate.js';
 import {isLogitLoss, labelIndices, logitFunction, logitLoss, LogitLoss} from './logits.js';
+import {hasTokenInput} from './site_pgd.js';
 
 /** Norm of the threat model: L∞ (box of half-width ε) or L2 (Euclidean ball of radius ε). */
 export type AttackNorm = 'linf' | 'l2';
@@ -221,14 +222,10 @@ function ascentStep(adv: tf.Tensor, g: tf.Tensor, x: tf.Tensor, o: ResolvedPgdOp
   return project(tf.add(adv, tf.mul(o.stepSize, dir)), x, o);
 }
 
-/** Differentiable inference-mode forward pass of a single-output model. */
-function forward(model: tfl.LayersModel, x: tf.Tensor): tf.Tensor {
-  const out = model.apply(x, {training: false});
-  if (Array.isArray(out)) {
-    if (out.length !== 1) throw new Error(`Attacks support one output; got ${out.length}.`);
-    return out[0] as tf.Tensor;
-  }
-  return out as tf.Tensor;
+/** Differentiable inference-mode forward pass (one tensor per output for a model with several outputs). */
+function forward(model: tfl.LayersModel, x: tf.Tensor): Tensors {
+  const out = model.apply(x, {training: false}) as Tensors;
+  return Array.isArray(out) && out.length === 1 ? out[0] : out;
 }
 
 /**
@@ -240,16 +237,24 @@ function forward(model: tfl.LayersModel, x: tf.Tensor): tf.Tensor {
 export function runPgd(
   model: tfl.LayersModel,
   x: tf.Tensor,
-  y: tf.Tensor,
+  y: Tensors,
   o: ResolvedPgdOptions,
   wantLoss: boolean,
 ): {adversarial: tf.Tensor; loss: tf.Tensor1D | null; gradientEvaluations: number} {
   assertCompatibleXY(model, x, y);
+  if (hasTokenInput(model)) {
+    throw new Error(
+      `PGD/FGSM: model '${model.name}' takes token indices (its input feeds an Embedding layer, or is an integer tensor), which ` +
+        `cannot be perturbed; attack the embeddings instead: instrument(model) and train with adversarialCallback({method: 'pgd', ` +
+        `epsilon, layer: '<Embedding layer name>'}) (the default for such models), or evaluate with evaluateRobustness, which does so.`,
+    );
+  }
   let lossOf: (xx: tf.Tensor) => tf.Tensor1D;
   let labels: tf.Tensor1D | null = null;
   if (isLogitLoss(o.loss)) {
     const kind = o.loss;
     const logits = logitFunction(model);
+    if (Array.isArray(y)) throw new Error(`pgdAttack: loss '${kind}' works on the logits of a single-output classifier; model '${model.name}' has ${y.length} outputs.`);
     labels = labelIndices(y, logits.classes, 'pgdAttack');
     const lab = labels;
     lossOf = (xx) => logitLoss(kind, logits(xx), lab);

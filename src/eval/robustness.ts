@@ -734,7 +734,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
     try {
       const r = forwardAdd(attacked, layers, xb, zeros);
       try {
-        clean.set(correctPredictions(yb, r.output), start);
+        clean.set(correctPredictions(yb, r.output as tf.Tensor), start);
         const sums = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.sum(tf.sqrt(tf.sum(tf.square(tf.reshape(a, [size, -1])), 1))))));
         const s = sums.dataSync();
         sums.dispose();

@@ -16,8 +16,11 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
 import {PenaltyConfig, penaltyValue} from './penalties.js';
 
-/** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]`. */
-export type PerExampleLoss = (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D;
+/** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]` (lists of tensors for a model with several outputs). */
+export type PerExampleLoss = (yTrue: tf.Tensor | tf.Tensor[], yPred: tf.Tensor | tf.Tensor[]) => tf.Tensor1D;
+
+/** One tensor, or one per model input/output. */
+type Tensors = tf.Tensor | tf.Tensor[];
 
 /** Runs `fn` with the layers in the given mode and always returns them to `off` (disposing any recording). */
 export function withModes<T>(
@@ -40,10 +43,9 @@ export function withModes<T>(
   }
 }
 
-function forward(model: tfl.LayersModel, x: tf.Tensor): tf.Tensor {
-  const out = model.apply(x, {training: false});
-  if (Array.isArray(out)) throw new Error(`Model '${model.name}' has ${out.length} outputs; one output is supported.`);
-  return out as tf.Tensor;
+/** Inference-mode forward pass; one tensor per output for a model with several outputs. */
+function forward(model: tfl.LayersModel, x: Tensors): Tensors {
+  return model.apply(x, {training: false}) as Tensors;
 }
 
 function takeInputs(layers: Disturbance[]): tf.Tensor[] {
@@ -72,8 +74,8 @@ function takeInputs(layers: Disturbance[]): tf.Tensor[] {
 export function neuronObjective(
   model: tfl.LayersModel,
   layers: Disturbance[],
-  x: tf.Tensor,
-  y: tf.Tensor,
+  x: Tensors,
+  y: Tensors,
   loss: PerExampleLoss,
   penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
 ): (ns: tf.Tensor[]) => tf.Tensor1D {
@@ -103,13 +105,13 @@ export function neuronObjective(
  * One forward pass in `neuron` mode with the neurons `ns`, returning the layer
  * inputs fℓ(nℓ₋₁) it recorded (caller owns them), e.g. to recover d* = n − fℓ(·) by eq. 6.
  */
-export function neuronInputs(model: tfl.LayersModel, layers: Disturbance[], x: tf.Tensor, ns: tf.Tensor[]): tf.Tensor[] {
+export function neuronInputs(model: tfl.LayersModel, layers: Disturbance[], x: Tensors, ns: tf.Tensor[]): tf.Tensor[] {
   return withModes(
     layers,
     'neuron',
     ns,
     () => {
-      forward(model, x).dispose();
+      tf.dispose(forward(model, x));
       return takeInputs(layers);
     },
     {record: true},
@@ -128,8 +130,8 @@ export interface AddModeResult {
   inputs: tf.Tensor[];
   /** The disturbances actually applied (projected ones when `project` was set). */
   disturbances: tf.Tensor[];
-  /** The model output ŷ. */
-  output: tf.Tensor;
+  /** The model output ŷ (one tensor per output for a model with several outputs). */
+  output: tf.Tensor | tf.Tensor[];
 }
 
 /**
@@ -140,7 +142,7 @@ export interface AddModeResult {
 export function forwardAdd(
   model: tfl.LayersModel,
   layers: Disturbance[],
-  x: tf.Tensor,
+  x: Tensors,
   ds: tf.Tensor[],
   options: {project?: boolean; penalties?: PenaltyConfig[]} = {},
 ): AddModeResult {
@@ -155,7 +157,7 @@ export function forwardAdd(
       for (const layer of layers) {
         const rec = layer.takeRecording();
         if (!rec?.input || !rec.output) {
-          for (const t of [output, ...neurons, ...inputs]) t.dispose();
+          tf.dispose([...(Array.isArray(output) ? output : [output]), ...neurons, ...inputs]);
           throw new Error(`Disturbance layer '${layer.name}' was not reached by the forward pass of model '${model.name}'.`);
         }
         inputs.push(rec.input);
@@ -176,8 +178,8 @@ export function forwardAdd(
 export function disturbedObjective(
   model: tfl.LayersModel,
   layers: Disturbance[],
-  x: tf.Tensor,
-  y: tf.Tensor,
+  x: Tensors,
+  y: Tensors,
   ds: tf.Tensor[],
   loss: PerExampleLoss,
   penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
@@ -198,5 +200,5 @@ export function disturbedObjective(
 
 /** Disposes every tensor of an {@link AddModeResult}. */
 export function disposeAddResult(r: AddModeResult): void {
-  for (const t of [...r.neurons, ...r.inputs, ...r.disturbances, r.output]) t.dispose();
+  tf.dispose([...r.neurons, ...r.inputs, ...r.disturbances, ...(Array.isArray(r.output) ? r.output : [r.output])]);
 }

@@ -38,10 +38,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {deepAttack, DeepAttackOptions} from '../attacks/deep.js';
 import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from '../attacks/pgd.js';
+import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
-import {disturbanceLayers} from '../model/instrument.js';
-import {assertCompatibleXY, LossFn, perExampleLoss, PerExampleLossFn} from '../objective/loss.js';
-import {withModes} from '../objective/neuron_space.js';
+import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
+import {assertCompatibleXY, hasQuadraticLoss, LossFn, perExampleLoss, PerExampleLossFn, Tensors} from '../objective/loss.js';
+import {disposeAddResult, forwardAdd, withModes} from '../objective/neuron_space.js';
 import {normPerExample, PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 import {originalTrainFunction, TrainFunction, trainingModel} from './hook.js';
 import {checkStrength, scalePenalty, scaleRadius} from './schedules.js';
@@ -83,6 +84,14 @@ export interface DeepTrainingOptions extends CommonTrainingOptions, Omit<DeepAtt
 /** `'pgd'`: Madry et al. — PGD on the input in an L∞/L2 ε-ball, `steps` steps, random start by default. */
 export interface PgdTrainingOptions extends CommonTrainingOptions, Omit<PgdOptions, 'seed' | 'loss'> {
   method: 'pgd';
+  /**
+   * Attack the output of this layer instead of the model input: the name of a Disturbance
+   * layer, or of the layer it follows (e.g. an Embedding layer of an instrumented text model).
+   * Default: the input; for a model whose input feeds an Embedding layer (or with several
+   * inputs), every Disturbance layer on a float input or an Embedding output — the
+   * embedding-space attack of Miyato et al. (2017). ε then applies per site in embedding space.
+   */
+  layer?: string;
   /** Also compute the loss at the adversarial point for the `adv_objective` log (one extra forward pass). Default true. */
   logObjective?: boolean;
 }
@@ -90,6 +99,8 @@ export interface PgdTrainingOptions extends CommonTrainingOptions, Omit<PgdOptio
 /** `'fgsm'`: FGSM with random start ("fast" adversarial training, Wong et al. 2020). */
 export interface FgsmTrainingOptions extends CommonTrainingOptions {
   method: 'fgsm';
+  /** Attack the output of this layer instead of the input (see {@link PgdTrainingOptions.layer}). */
+  layer?: string;
   /** L∞ radius ε ≥ 0. */
   epsilon: number;
   /** Valid input range `[lo, hi]`. */
@@ -164,11 +175,16 @@ export interface PreparedTraining {
   /** deep: every Disturbance layer in model order, and its base penalty (null = off). */
   layers: Disturbance[];
   basePenalties: (PenaltyConfig | null)[];
-  /** Rank of the per-example loss tensor tfjs computes (output rank − 1, at least 1). */
-  lossRank: number;
+  /** Rank of the per-example loss tensor tfjs computes, per output (output rank − 1, at least 1). */
+  lossRanks: number[];
+  /** Number of model inputs and outputs (the train function gets [...inputs, ...targets, ...sampleWeights]). */
+  nIn: number;
+  nOut: number;
   metricNames: string[];
   skipNonFinite: boolean;
   logObjective: boolean;
+  /** PGD/FGSM on Disturbance layers (embedding space, several inputs) instead of the input; null for input PGD. */
+  sites: AttackSite[] | null;
 }
 
 const METHODS = ['deep', 'pgd', 'fgsm'] as const;
@@ -187,8 +203,8 @@ function isCompiled(model: tfl.LayersModel): boolean {
   return m.optimizer_ != null && Array.isArray(m.lossFunctions) && m.lossFunctions.length > 0;
 }
 
-/** Layers that consume the model input, looking through Disturbance layers. */
-function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
+/** Layers that consume model input `index`, looking through Disturbance layers. */
+function inputConsumers(model: tfl.LayersModel, index = 0): tfl.layers.Layer[] {
   const inModel = new Set(model.layers);
   const out: tfl.layers.Layer[] = [];
   const visit = (layer: tfl.layers.Layer, depth: number) => {
@@ -199,25 +215,25 @@ function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
       else out.push(next);
     }
   };
-  const inputLayers = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers ?? [];
-  for (const l of inputLayers) visit(l, 0);
+  const inputLayer = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers?.[index];
+  if (inputLayer) visit(inputLayer, 0);
   return out;
 }
 
-/** Disturbance layers whose input is the model input (d₀). */
-function inputDisturbances(model: tfl.LayersModel, layers: Disturbance[]): Disturbance[] {
-  const input = model.inputs[0];
+/** Disturbance layers whose input is model input `index` (d₀ of that input). */
+function inputDisturbances(model: tfl.LayersModel, layers: Disturbance[], index = 0): Disturbance[] {
+  const input = model.inputs[index];
   return layers.filter((l) =>
     l.inboundNodes.some((n) => (n as unknown as {inputTensors: tfl.SymbolicTensor[]}).inputTensors?.[0] === input),
   );
 }
 
-/** Why the model input cannot be disturbed (integer dtype or feeding an Embedding), or null. */
-function undisturbableInput(model: tfl.LayersModel): string | null {
-  const input = model.inputs[0];
+/** Why model input `index` cannot be disturbed (integer dtype or feeding an Embedding), or null. */
+function undisturbableInput(model: tfl.LayersModel, index = 0): string | null {
+  const input = model.inputs[index];
   if (input.dtype !== 'float32') return `its input '${input.name}' has dtype ${input.dtype}`;
-  const emb = inputConsumers(model).find((l) => l.getClassName() === 'Embedding');
-  if (emb) return `its input feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
+  const emb = inputConsumers(model, index).find((l) => l.getClassName() === 'Embedding');
+  if (emb) return `its input '${input.name}' feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
   return null;
 }
 
@@ -242,7 +258,8 @@ function resolveBasePenalties(layers: Disturbance[], given: DeepAttackOptions['p
 function pgdLikeOptions(prep: PreparedTraining, s: number, seed: number | undefined, where: string): ResolvedPgdOptions {
   const o = prep.options;
   if (o.method === 'pgd') {
-    const r = resolvePgdOptions(where, {...o, seed, loss: o.loss} as PgdOptions);
+    const {layer: _layer, ...rest} = o;
+    const r = resolvePgdOptions(where, {...rest, seed, loss: o.loss} as PgdOptions);
     return {
       ...r,
       epsilon: scaleRadius(r.epsilon, s),
@@ -291,11 +308,6 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
   if (!isCompiled(model)) {
     throw new Error(`${where}: model '${userModel.name}' is not compiled; call model.compile({optimizer, loss}) before training.`);
   }
-  if (model.inputs.length !== 1 || model.outputs.length !== 1) {
-    throw new Error(
-      `${where}: model '${userModel.name}' has ${model.inputs.length} input(s) and ${model.outputs.length} output(s); adversarial training supports one input and one output.`,
-    );
-  }
   const alpha = options.cleanWeight ?? 0;
   if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha < 0 || alpha > 1) {
     throw new Error(`${where}: options.cleanWeight must be a number in [0, 1]; got ${describe(options.cleanWeight)}.`);
@@ -323,13 +335,16 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
     if (basePenalties.every((p) => p == null)) {
       throw new Error(`${where}: options.penalties switches every Disturbance layer off; nothing to attack.`);
     }
-    const d0 = inputDisturbances(model, layers).filter((l) => basePenalties[layers.indexOf(l)] != null);
-    const why = d0.length > 0 ? undisturbableInput(model) : null;
-    if (why) {
-      throw new Error(
-        `${where}: Disturbance layer '${d0[0].name}' disturbs the input of model '${userModel.name}', but ${why}. ` +
-          `Remove the input disturbance (instrument(model, {input: null})) or switch it off with options.penalties.`,
-      );
+    for (let i = 0; i < model.inputs.length; i++) {
+      const d0 = inputDisturbances(model, layers, i).filter((l) => basePenalties[layers.indexOf(l)] != null);
+      const why = d0.length > 0 ? undisturbableInput(model, i) : null;
+      if (why) {
+        throw new Error(
+          `${where}: Disturbance layer '${d0[0].name}' disturbs the input of model '${userModel.name}', but ${why}. ` +
+            `Build the model without that hand-placed layer and call instrument(model): it puts the disturbance on the ` +
+            `Embedding output instead. Or switch it off with options.penalties.`,
+        );
+      }
     }
     for (const l of layers) {
       const t = (l.inboundNodes[0] as unknown as {inputTensors?: tfl.SymbolicTensor[]} | undefined)?.inputTensors?.[0];
@@ -337,10 +352,17 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
         throw new Error(`${where}: Disturbance layer '${l.name}' receives a ${t.dtype} tensor; disturbances need float32 neurons.`);
       }
     }
-  } else {
-    const why = undisturbableInput(model);
-    if (why) {
-      throw new Error(`${where}: method '${options.method}' perturbs the input of model '${userModel.name}', but ${why}.`);
+  }
+  let sites: AttackSite[] | null = null;
+  if (options.method !== 'deep') {
+    const layerOption = (options as PgdTrainingOptions | FgsmTrainingOptions).layer;
+    if (layerOption !== undefined || model.inputs.length > 1 || hasTokenInput(model)) {
+      try {
+        sites = attackSites(model, layerOption, where);
+      } catch (e) {
+        const why = undisturbableInput(model);
+        throw new Error(`${(e as Error).message}${why ? ` (model '${userModel.name}': ${why}.)` : ''}`);
+      }
     }
   }
   const prep: PreparedTraining = {
@@ -352,10 +374,13 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
     lossFn,
     layers,
     basePenalties,
-    lossRank: Math.max(1, (model.outputs[0].shape?.length ?? 2) - 1),
+    lossRanks: model.outputs.map((o) => Math.max(1, (o.shape?.length ?? 2) - 1)),
+    nIn: model.inputs.length,
+    nOut: model.outputs.length,
     metricNames: metricNamesOf(model),
     skipNonFinite: options.skipNonFiniteUpdates ?? true,
     logObjective: options.method === 'deep' ? true : ((options as PgdTrainingOptions).logObjective ?? true),
+    sites,
   };
   if (options.method !== 'deep') pgdLikeOptions(prep, 1, options.seed, where); // validates epsilon, steps, …
   else validateDeepOptions(options, where);
@@ -407,29 +432,51 @@ function maskedMean(v: tf.Tensor1D, ok: tf.Tensor1D): tf.Scalar {
   return tf.div(maskedSum(v, ok), tf.sum(tf.cast(ok, 'float32'))) as tf.Scalar;
 }
 
+/** A batch split as the train function receives it: [...inputs, ...targets, ...sampleWeights]. */
+interface SplitBatch {
+  xs: tf.Tensor[];
+  ys: tf.Tensor[];
+  rest: tf.Tensor[];
+  /** Inputs / targets as the model takes them: one tensor, or a list for several inputs / outputs. */
+  x: Tensors;
+  y: Tensors;
+}
+
 /** Checks the batch before anything runs. Throws naming what is wrong. */
-function checkBatch(data: tf.Tensor[], where: string): void {
-  if (data.length < 2) throw new Error(`${where}: expected [x, y, ...sampleWeights], got ${data.length} tensor(s).`);
-  const [x, y] = data;
-  const b = x.shape[0];
-  if (y.shape[0] !== b) {
-    throw new Error(`${where}: x has batch size ${b} (shape [${x.shape.join(', ')}]) but y has batch size ${y.shape[0]} (shape [${y.shape.join(', ')}]).`);
+function checkBatch(data: tf.Tensor[], prep: PreparedTraining, where: string): SplitBatch {
+  const {nIn, nOut} = prep;
+  if (data.length < nIn + nOut) {
+    throw new Error(`${where}: expected [${nIn > 1 ? `${nIn} inputs` : 'x'}, ${nOut > 1 ? `${nOut} targets` : 'y'}, ...sampleWeights], got ${data.length} tensor(s).`);
   }
-  for (let i = 2; i < data.length; i++) {
-    if (data[i] != null && data[i].shape[0] !== b) {
-      throw new Error(`${where}: sample weights have ${data[i].shape[0]} rows but the batch has ${b} examples.`);
+  const xs = data.slice(0, nIn);
+  const ys = data.slice(nIn, nIn + nOut);
+  const rest = data.slice(nIn + nOut);
+  const b = xs[0].shape[0];
+  for (const [i, t] of [...xs, ...ys].entries()) {
+    if (t.shape[0] !== b) {
+      const what = i < nIn ? (nIn > 1 ? `input ${i}` : 'x') : nOut > 1 ? `target ${i - nIn}` : 'y';
+      throw new Error(`${where}: ${nIn > 1 ? 'input 0' : 'x'} has batch size ${b} (shape [${xs[0].shape.join(', ')}]) but ${what} has batch size ${t.shape[0]} (shape [${t.shape.join(', ')}]).`);
     }
   }
+  for (let i = 0; i < rest.length; i++) {
+    if (rest[i] != null && rest[i].shape[0] !== b) {
+      throw new Error(`${where}: sample weights have ${rest[i].shape[0]} rows but the batch has ${b} examples.`);
+    }
+  }
+  const all = [...xs, ...ys];
   const counts = tf.tidy(() =>
-    tf.stack([x, y].map((t) => (t.dtype === 'float32' ? tf.sum(tf.cast(tf.logicalNot(tf.isFinite(t)), 'float32')) : tf.scalar(0)))).dataSync(),
+    tf.stack(all.map((t) => (t.dtype === 'float32' ? tf.sum(tf.cast(tf.logicalNot(tf.isFinite(t)), 'float32')) : tf.scalar(0)))).dataSync(),
   );
-  if (counts[0] > 0 || counts[1] > 0) {
-    const parts = [counts[0] > 0 ? `x (${counts[0]} values)` : '', counts[1] > 0 ? `y (${counts[1]} values)` : ''].filter(Boolean);
+  const bad = all.map((_, i) => i).filter((i) => counts[i] > 0);
+  if (bad.length > 0) {
+    const label = (i: number) => (i < nIn ? (nIn > 1 ? `input ${i}` : 'x') : nOut > 1 ? `target ${i - nIn}` : 'y');
+    const parts = bad.map((i) => `${label(i)} (${counts[i]} values)`);
     throw new Error(
       `${where}: the batch has non-finite values (NaN or ±Infinity) in ${parts.join(' and ')}; refusing to train on it (the weights were not changed). ` +
         `Clean the data, e.g. check tf.isFinite on your inputs.`,
     );
   }
+  return {xs, ys, rest, x: nIn === 1 ? xs[0] : xs, y: nOut === 1 ? ys[0] : ys};
 }
 
 /** Runs `fn` with the optimizer's applyGradients refusing non-finite gradients. */
@@ -459,15 +506,95 @@ function guardGradients<T>(model: tfl.LayersModel, enabled: boolean, fn: () => T
   }
 }
 
-/** Sample weights for the α-mixed 2B batch: [2α·w; 2(1−α)·w], shaped for the loss rank. */
-function mixedWeights(prep: PreparedTraining, b: number, classWeights: tf.Tensor | undefined): tf.Tensor {
+/** Sample weights of output `o` for the α-mixed 2B batch: [2α·w; 2(1−α)·w], shaped for that output's loss rank. */
+function mixedWeights(prep: PreparedTraining, b: number, classWeights: tf.Tensor | undefined, o = 0): tf.Tensor {
   const a = prep.alpha;
   let w: tf.Tensor = tf.concat([tf.fill([b], 2 * a), tf.fill([b], 2 * (1 - a))]);
   if (classWeights != null) {
     const cw = tf.reshape(tf.cast(classWeights, 'float32'), [b]);
     w = tf.mul(w, tf.concat([cw, cw]));
   }
-  return prep.lossRank > 1 ? tf.reshape(w, [2 * b, ...Array(prep.lossRank - 1).fill(1)]) : w;
+  const rank = prep.lossRanks[o];
+  return rank > 1 ? tf.reshape(w, [2 * b, ...Array(rank - 1).fill(1)]) : w;
+}
+
+/** [...inputs, ...targets, ...one weight per output] of the α-mixed 2B batch. */
+function mixedData(prep: PreparedTraining, batch: SplitBatch, advXs: tf.Tensor[]): tf.Tensor[] {
+  const b = batch.xs[0].shape[0];
+  const x2 = batch.xs.map((x, i) => tf.concat([x, advXs[i]]));
+  const y2 = batch.ys.map((y) => tf.concat([y, y]));
+  const w = batch.ys.map((_, o) => mixedWeights(prep, b, batch.rest[o], o));
+  return [...x2, ...y2, ...w];
+}
+
+/**
+ * The deep attack's inner maximisation counts as unbounded when its objective grew by more than
+ * this factor during the solve (from the start point to the result, J > factor · max(1, |J₀|)).
+ */
+export const UNBOUNDED_OBJECTIVE_GROWTH = 1e4;
+/** … or when a layer's mean disturbance norm exceeds this (or is not finite). */
+export const UNBOUNDED_DISTURBANCE_NORM = 1e6;
+
+/**
+ * Refuses a deep attack whose inner maximisation exploded (Issue: regression losses with a
+ * quadratic penalty): throws BEFORE the update, naming the layer whose disturbance grew most
+ * relative to its clean activation, so the weights stay as they were.
+ */
+function checkBounded(
+  prep: PreparedTraining,
+  history: number[],
+  stats: AttackStats,
+  x: Tensors,
+  penalties: (PenaltyConfig | null)[],
+  where: string,
+): void {
+  const j0 = history[0];
+  const j = stats.objective;
+  const norms = prep.layers.map((l) => stats.norms[l.name]);
+  const grew = Number.isFinite(j0) && (Number.isFinite(j) ? j > UNBOUNDED_OBJECTIVE_GROWTH * Math.max(1, Math.abs(j0)) : stats.nonFinite >= stats.batchSize);
+  const huge = norms.some((n, i) => penalties[i] != null && (!Number.isFinite(n) || n > UNBOUNDED_DISTURBANCE_NORM));
+  if (!grew && !huge) return;
+  // Only on this error path: one clean forward pass for the activation norms, to name the layer.
+  const active = prep.layers.map((_, i) => i).filter((i) => penalties[i] != null);
+  let worst = active[0];
+  let ratio = NaN;
+  try {
+    const shapes = active.map((i) => [stats.batchSize, ...(disturbanceSites(prep.model).find((site) => site.layer === prep.layers[i])?.inputShape.slice(1) as number[])]);
+    const zeros = shapes.map((sh) => tf.zeros(sh));
+    const r = forwardAdd(prep.model, active.map((i) => prep.layers[i]), x, zeros);
+    const act = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.mean(normPerExample(a, 'l2')))).dataSync());
+    disposeAddResult(r);
+    tf.dispose(zeros);
+    let best = -Infinity;
+    active.forEach((i, k) => {
+      const q = !Number.isFinite(norms[i]) ? Infinity : norms[i] / Math.max(act[k], 1e-12);
+      if (q > best) {
+        best = q;
+        worst = i;
+      }
+    });
+    ratio = best;
+  } catch {
+    worst = active.reduce((a, i) => (!(norms[i] <= norms[a]) ? i : a), active[0]);
+  }
+  const layer = prep.layers[worst];
+  const p = penalties[worst] as PenaltyConfig;
+  const lambda = p.kind === 'quadratic' ? p.lambda : (p.lambda ?? 100);
+  const quadraticLoss = prep.options.loss === undefined && hasQuadraticLoss(prep.model);
+  throw new Error(
+    `${where}: the inner maximisation of the deep attack looks unbounded: its objective grew from ${fmt(j0)} to ${fmt(j)} ` +
+      `and the disturbance of layer '${layer.name}' reached a mean norm of ${fmt(norms[worst])}` +
+      (Number.isFinite(ratio) ? ` (${fmt(ratio)}× its clean activation)` : '') +
+      `. No update was applied; the weights are as they were before this batch. The loss grows faster along '${layer.name}' ` +
+      `than its penalty (${p.kind}, λ = ${lambda}) can bound: give it a larger λ (e.g. {kind: 'quadratic', lambda: ${lambda * 10}}) ` +
+      `or a ball budget (e.g. {kind: 'l2', epsilon: 0.1} with project: true), via instrument(model, {...}) or options.penalties` +
+      (prep.options.loss !== undefined && !quadraticLoss ? ', or drop options.loss (the default attack loss takes the root of a squared error)' : '') +
+      '.',
+  );
+}
+
+function fmt(v: number): string {
+  return Number.isFinite(v) ? (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2) : String(Math.round(v * 1000) / 1000)) : String(v);
 }
 
 /** Options of {@link runAdversarialStep}. @internal */
@@ -512,13 +639,13 @@ export function runAdversarialStep(
   original: TrainFunction,
   ctx: StepContext,
 ): {outs: tf.Tensor[]; stats: AttackStats} {
-  checkBatch(data, ctx.where);
+  const batch = checkBatch(data, prep, ctx.where);
   const s = ctx.strength;
-  const [x, y] = data;
-  const rest = data.slice(2);
-  const b = x.shape[0];
+  const {x, y, xs, ys, rest} = batch;
+  const b = xs[0].shape[0];
   const stats = emptyStats(prep, b, s);
   const model = prep.model;
+  const asInputs = (ts: tf.Tensor[]): Tensors => (ts.length === 1 ? ts[0] : ts);
 
   if (s === 0 || prep.alpha === 1) {
     // No attack: exactly the plain tfjs step.
@@ -533,6 +660,20 @@ export function runAdversarialStep(
   const outs = tf.tidy(() => {
     let update: () => tf.Tensor[];
     let splitLosses: (() => tf.Tensor1D) | null = null; // per-example losses of the 2B mixed batch (inference mode)
+    /** Update with the given Disturbance layers adding `ds` (deep, and PGD/FGSM on sites). */
+    const disturbedUpdate = (layers: Disturbance[], ds: tf.Tensor[]) => {
+      if (!mixed) {
+        update = () => withModes(layers, 'add', ds, () => original(data));
+      } else {
+        const dMix = ds.map((d) => tf.concat([tf.zerosLike(d), d]));
+        const mixData = mixedData(prep, batch, xs);
+        update = () => withModes(layers, 'add', dMix, () => original(mixData));
+        splitLosses = () =>
+          withModes(layers, 'add', dMix, () =>
+            prep.lossFn(asInputs(mixData.slice(prep.nIn, prep.nIn + prep.nOut)), model.apply(asInputs(mixData.slice(0, prep.nIn)), {training: false}) as Tensors),
+          );
+      }
+    };
     if (prep.method === 'deep') {
       const o = prep.options as DeepTrainingOptions;
       const penalties = prep.basePenalties.map((p) => (p == null ? null : scalePenalty(p, s)));
@@ -554,27 +695,37 @@ export function runAdversarialStep(
       stats.nonFinite = r.nonFinite + read[1];
       prep.layers.forEach((l, i) => (stats.norms[l.name] = read[2 + i]));
       stats.attacked = true;
+      checkBounded(prep, r.history, stats, x, penalties, ctx.where);
       // Only when needed (rare): a broadcast `where` costs a Tile kernel per layer.
       const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
-      if (!mixed) {
-        update = () => withModes(prep.layers, 'add', ds, () => original(data));
-      } else {
-        const dMix = ds.map((d) => tf.concat([tf.zerosLike(d), d]));
-        const x2 = tf.concat([x, x]);
-        const y2 = tf.concat([y, y]);
-        const w = mixedWeights(prep, b, rest[0]);
-        update = () => withModes(prep.layers, 'add', dMix, () => original([x2, y2, w]));
-        splitLosses = () =>
-          withModes(prep.layers, 'add', dMix, () => prep.lossFn(y2, model.apply(x2, {training: false}) as tf.Tensor));
-      }
+      disturbedUpdate(prep.layers, ds);
+    } else if (prep.sites) {
+      const o = pgdLikeOptions(prep, s, ctx.seed, ctx.where);
+      const r = runSitePgd(model, prep.sites, x, y, o, prep.logObjective);
+      stats.iterations = o.steps * o.restarts;
+      stats.gradientEvaluations = r.gradientEvaluations;
+      let ok = tf.cast(tf.ones([b]), 'bool') as tf.Tensor1D;
+      for (const d of r.disturbances) ok = tf.logicalAnd(ok, rowsFinite(d)) as tf.Tensor1D;
+      if (r.loss) ok = tf.logicalAnd(ok, tf.isFinite(r.loss)) as tf.Tensor1D;
+      const norms = r.disturbances.map((d) => tf.div(maskedSum(normPerExample(d, o.norm === 'l2' ? 'l2' : 'linf'), ok), b));
+      const objective = r.loss ? maskedMean(r.loss, ok) : tf.scalar(NaN);
+      const read = tf.stack([objective, tf.sub(b, tf.sum(tf.cast(ok, 'float32'))), ...norms]).dataSync();
+      stats.objective = read[0];
+      stats.nonFinite = read[1];
+      delete stats.norms.input;
+      prep.sites.forEach((site, i) => (stats.norms[site.layer.name] = read[2 + i]));
+      stats.attacked = true;
+      const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
+      disturbedUpdate(prep.sites.map((site) => site.layer), ds);
     } else {
       const o = pgdLikeOptions(prep, s, ctx.seed, ctx.where);
-      const r = runPgd(model, x, y, o, prep.logObjective);
+      const r = runPgd(model, x as tf.Tensor, y, o, prep.logObjective);
       stats.iterations = o.steps * o.restarts;
       stats.gradientEvaluations = r.gradientEvaluations;
       let ok = rowsFinite(r.adversarial);
       if (r.loss) ok = tf.logicalAnd(ok, tf.isFinite(r.loss)) as tf.Tensor1D;
-      const xf = x.dtype === 'float32' ? x : tf.cast(x, 'float32');
+      const x0 = xs[0];
+      const xf = x0.dtype === 'float32' ? x0 : tf.cast(x0, 'float32');
       const norm = tf.div(maskedSum(normPerExample(tf.sub(r.adversarial, xf), o.norm === 'l2' ? 'l2' : 'linf'), ok), b);
       const objective = r.loss ? maskedMean(r.loss, ok) : tf.scalar(NaN);
       const read = tf.stack([objective, tf.sub(b, tf.sum(tf.cast(ok, 'float32'))), norm]).dataSync();
@@ -585,15 +736,14 @@ export function runAdversarialStep(
       // A bad row falls back to the clean input (only computed when needed).
       const adv = read[1] > 0 ? tf.where(perRow(ok, r.adversarial), r.adversarial, xf) : r.adversarial;
       if (!mixed) {
-        update = () => original([adv, y, ...rest]);
+        update = () => original([adv, ...ys, ...rest]);
       } else {
-        const x2 = tf.concat([xf, adv]);
-        const y2 = tf.concat([y, y]);
-        const w = mixedWeights(prep, b, rest[0]);
-        update = () => original([x2, y2, w]);
-        splitLosses = () => prep.lossFn(y2, model.apply(x2, {training: false}) as tf.Tensor);
+        const mixData = mixedData(prep, {...batch, xs: [xf]}, [adv]);
+        update = () => original(mixData);
+        splitLosses = () => prep.lossFn(asInputs(mixData.slice(1, 1 + prep.nOut)), model.apply(mixData[0], {training: false}) as Tensors);
       }
     }
+    const runUpdate = update!;
     if (splitLosses) {
       // Before the update, i.e. at the weights the update's loss is computed at.
       const fn = splitLosses as () => tf.Tensor1D;
@@ -604,7 +754,7 @@ export function runAdversarialStep(
       stats.cleanLoss = l[0];
       stats.adversarialLoss = l[1];
     }
-    const {result, skipped} = guardGradients(model, prep.skipNonFinite, update);
+    const {result, skipped} = guardGradients(model, prep.skipNonFinite, runUpdate);
     stats.skippedUpdate = skipped;
     if (!splitLosses) stats.adversarialLoss = result[0].dataSync()[0];
     return result;
