@@ -62,6 +62,7 @@ test('closed form: CG reaches the maximiser of a concave quadratic J within (fre
     ],
   });
   base.compile({optimizer: 'sgd', loss: 'meanSquaredError'});
+  // The squared loss itself (the default attack loss would take its root, see attackLoss).
   const model = instrument(base, {input: {kind: 'quadratic', lambda: lambda0}, hidden: {kind: 'quadratic', lambda: lambda1}});
   assert.equal(disturbanceLayers(model).length, 2);
   const W1 = matrix(base.layers[0].getWeights()[0]); // [3, 4]
@@ -108,14 +109,14 @@ test('closed form: CG reaches the maximiser of a concave quadratic J within (fre
   const y = tf.tensor2d(ys);
   const rel = (got: ArrayLike<number>) => Math.max(...jStar.map((j, b) => Math.abs(got[b] - j) / Math.abs(j)));
 
-  const cg = deepAttack(model, x, y, {solver: 'cg', maxIterations: 7, tolerance: -1, init: 'zero'});
+  const cg = deepAttack(model, x, y, {solver: 'cg', maxIterations: 7, tolerance: -1, init: 'zero', loss: 'meanSquaredError'});
   const cgGap = rel(cg.objective.dataSync());
   assert.ok(cgGap <= 1e-4, `CG relative gap ${cgGap} after ${cg.iterations} iterations`);
   assert.ok(cg.iterations <= 7);
   // Gradient ascent with the best fixed step of a grid, given the same number of gradient evaluations, falls short.
   let bestGa = Infinity;
   for (const stepSize of [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]) {
-    const ga = deepAttack(model, x, y, {solver: 'gradient-ascent', stepSize, maxIterations: 1000, maxGradientEvaluations: cg.gradientEvaluations, tolerance: -1, init: 'zero'});
+    const ga = deepAttack(model, x, y, {solver: 'gradient-ascent', stepSize, maxIterations: 1000, maxGradientEvaluations: cg.gradientEvaluations, tolerance: -1, init: 'zero', loss: 'meanSquaredError'});
     const gap = rel(ga.objective.dataSync());
     if (Number.isFinite(gap)) bestGa = Math.min(bestGa, gap);
     tf.dispose([...ga.disturbances, ga.objective]);
