@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {registerWasmKernels} from './kernels/wasm.js';
+import {checkKnownKeys} from './util/options.js';
 
 /** Backend names accepted by {@link selectBackend}. */
 export type BackendChoice = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -134,6 +135,7 @@ async function tryBackend(name: Concrete, wasmPaths?: SelectBackendOptions['wasm
  * Prints `backend: <name> (<reason>)` to stderr unless `quiet`.
  */
 export async function selectBackend(options: SelectBackendOptions = {}): Promise<SelectedBackend> {
+  checkKnownKeys(options, ['backend', 'needsConvTraining', 'quiet', 'wasmPaths', 'wasmKernels'], 'selectBackend');
   const {backend = 'auto', needsConvTraining = false, quiet = false, wasmPaths, wasmKernels = true} = options;
   const kernelsNote = wasmKernels ? '; wasm training kernels registered' : '';
   let result: SelectedBackend;

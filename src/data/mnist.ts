@@ -11,6 +11,7 @@ import {closeSync, existsSync, fstatSync, openSync, readSync} from 'node:fs';
 import {createRequire} from 'node:module';
 import {dirname, isAbsolute, join} from 'node:path';
 import {fileURLToPath} from 'node:url';
+import {checkKnownKeys, describeValue} from '../util/options.js';
 
 /** IDX magic number of an unsigned-byte, 3-D file (images: N × rows × cols). */
 export const IDX_IMAGES_MAGIC = 2051;
@@ -295,6 +296,8 @@ export function defaultMnistDir(): string {
  * number, truncated, image/label count mismatch, or a label outside 0..9.
  */
 export async function loadMnist(options: LoadMnistOptions): Promise<MnistData> {
+  if (options == null) throw new Error(`loadMnist: expected options such as {split: 'train'}; got ${describeValue(options)}.`);
+  checkKnownKeys(options, ['split', 'limit', 'dir', 'oneHot', 'normalize'], 'loadMnist');
   const {split, limit, oneHot = true, normalize = true} = options;
   const files = MNIST_FILES[split];
   if (files === undefined) throw new Error(`loadMnist: split must be 'train' or 'test', got ${String(split)}`);

@@ -6,6 +6,7 @@
  * `tf.loadLayersModel('file://…')` under tfjs-node and vice versa.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {describeValue} from '../util/options.js';
 import {randomBytes} from 'node:crypto';
 import {constants as fsConstants, promises as fsp} from 'node:fs';
 import {basename, dirname, isAbsolute, join, posix, resolve, sep} from 'node:path';
@@ -205,7 +206,7 @@ async function ownWeightFiles(dir: string): Promise<string[]> {
  */
 export function fileSystem(dir: string): FileSystemHandler {
   if (typeof dir !== 'string' || dir.length === 0) {
-    throw new Error('fileSystem: expected a directory path');
+    throw new Error(`fileSystem: expected a directory path (a non-empty string; fileSystem takes no options object); got ${describeValue(dir)}.`);
   }
 
   async function save(artifacts: tf.io.ModelArtifacts): Promise<tf.io.SaveResult> {

@@ -17,6 +17,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {DEFAULT_PENALTY, PenaltyConfig, projectDisturbance, validatePenalty} from '../objective/penalties.js';
+import {checkKnownKeys} from '../util/options.js';
 
 /** Constructor arguments of {@link Disturbance}. */
 export interface DisturbanceArgs {
@@ -34,6 +35,9 @@ export interface DisturbanceArgs {
   dtype?: tf.DataType;
 }
 
+/** Keys {@link disturbance} accepts: `penalty` and the generic tfjs layer arguments. */
+const DISTURBANCE_ARG_KEYS = ['penalty', 'name', 'inputShape', 'batchInputShape', 'batchSize', 'trainable', 'dtype', 'inputDType', 'weights'];
+
 /** Run-time mode of a {@link Disturbance} layer. Set by the library only. */
 export type DisturbanceMode = 'off' | 'add' | 'neuron';
 
@@ -43,6 +47,17 @@ interface Recording {
   input?: tf.Tensor;
   /** The layer output (kept; owned by the engine). */
   output?: tf.Tensor;
+}
+
+/**
+ * JSON has no ±Infinity: a saved box such as `[0, Infinity]` reads back as `[0, null]`. A `null`
+ * bound of a serialised box therefore means "unbounded on that side" (−∞ for lo, +∞ for hi), so
+ * that a model with an infinite box bound loads as it was saved.
+ */
+function infiniteBoxFromJson(penalty: PenaltyConfig): PenaltyConfig {
+  const box = (penalty as {box?: unknown} | null)?.box;
+  if (!Array.isArray(box) || box.length !== 2 || (box[0] !== null && box[1] !== null)) return penalty;
+  return {...penalty, box: [box[0] ?? -Infinity, box[1] ?? Infinity]} as PenaltyConfig;
 }
 
 function shapeString(shape: readonly (number | null)[]): string {
@@ -69,7 +84,7 @@ export class Disturbance extends tfl.layers.Layer {
 
   constructor(args: DisturbanceArgs = {}) {
     super(args as ConstructorParameters<typeof tfl.layers.Layer>[0]);
-    this.penalty = validatePenalty(args.penalty ?? DEFAULT_PENALTY, `Disturbance layer '${this.name}'`);
+    this.penalty = validatePenalty(infiniteBoxFromJson(args.penalty ?? DEFAULT_PENALTY), `Disturbance layer '${this.name}'`);
     this.supportsMasking = true;
     this.trainable = false;
   }
@@ -206,5 +221,6 @@ export function isDisturbance(layer: unknown): layer is Disturbance {
  * ```
  */
 export function disturbance(config: DisturbanceArgs = {}): Disturbance {
+  checkKnownKeys(config, DISTURBANCE_ARG_KEYS, 'layers.disturbance');
   return new Disturbance(config);
 }

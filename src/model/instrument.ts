@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import {checkKnownKeys} from '../util/options.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 
@@ -246,7 +247,9 @@ function embeddingPenalty(spec: PenaltyConfig | RelativeEmbeddingBudget, layer: 
  *   message says why, e.g. integer inputs with `hidden: null`).
  */
 export function instrument(model: tfl.LayersModel, options: InstrumentOptions = {}): tfl.LayersModel {
+  checkKnownKeys(options, ['input', 'embedding', 'hidden', 'layers', 'name'], 'instrument');
   const graph = readGraph(model, 'instrument');
+  warnNestedModels(graph, model.name);
   const inputPenalty = options.input === undefined ? DEFAULT_INPUT_PENALTY : options.input;
   const hiddenPenalty = options.hidden === undefined ? DEFAULT_HIDDEN_PENALTY : options.hidden;
   const input = inputPenalty == null ? null : validatePenalty(inputPenalty, 'instrument: options.input');
@@ -368,6 +371,22 @@ export function instrument(model: tfl.LayersModel, options: InstrumentOptions = 
   return result;
 }
 
+/**
+ * Warns (console.warn) about models used as layers (a Sequential inside a model): instrument does not
+ * look inside them, so their layers get no Disturbance layers.
+ */
+function warnNestedModels(graph: Graph, modelName: string): void {
+  for (const node of graph.nodes) {
+    const layer = node.outboundLayer as Layer & {layers?: unknown};
+    if (!(layer instanceof tfl.LayersModel) && !Array.isArray(layer.layers)) continue;
+    const inner = Array.isArray(layer.layers) ? (layer.layers as Layer[]).filter((l) => !isInputLayer(l)).length : 0;
+    console.warn(
+      `instrument: layer '${layer.name}' of model '${modelName}' is a nested ${layer.getClassName()} model; the ${inner} layers inside it ` +
+        'get no Disturbance layers (nor does its output). To disturb them, build the model from those layers directly (flatten it).',
+    );
+  }
+}
+
 /** A single tensor as itself (so single-input/output models stay that way), several as a list. */
 function unwrapOne(ts: SymbolicTensor[]): SymbolicTensor | SymbolicTensor[] {
   return ts.length === 1 ? ts[0] : ts;
@@ -380,6 +399,7 @@ function unwrapOne(ts: SymbolicTensor[]): SymbolicTensor | SymbolicTensor[] {
  * is compiled, the result is compiled with the same optimizer, loss(es) and metrics.
  */
 export function strip(model: tfl.LayersModel, options: {name?: string} = {}): tfl.LayersModel {
+  checkKnownKeys(options, ['name'], 'strip');
   const graph = readGraph(model, 'strip');
   const map = new Map<number, SymbolicTensor>();
   const newInputs = new Map<number, SymbolicTensor>();

@@ -49,6 +49,7 @@ import {
   runAdversarialStep,
   statsToLogs,
 } from './train_step.js';
+import {checkKnownKeys} from '../util/options.js';
 
 /** Adversarial validation at the end of every epoch: PGD accuracy at ε on the given data. */
 export interface ValidateAdversarialOptions {
@@ -109,6 +110,11 @@ export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
   /** FGSM catastrophic-overfitting guard (method `'fgsm'` only). `true` uses the defaults and the validateAdversarial data. */
   fgsmGuard?: boolean | FgsmGuardOptions;
 };
+
+/** Top-level keys of {@link AdversarialCallbackOptions} that belong to the callback, not to the attack method. */
+export const CALLBACK_ONLY_KEYS: readonly string[] = Object.freeze(['schedule', 'validateAdversarial', 'fgsmGuard']);
+const VALIDATE_ADVERSARIAL_KEYS = ['x', 'y', 'epsilon', 'norm', 'steps', 'stepSize', 'restarts', 'clip', 'seed', 'batchSize'];
+const FGSM_GUARD_KEYS = ['x', 'y', 'examples', 'epsilon', 'steps', 'maxDrop', 'stopTraining', 'seed'];
 
 /** 32-bit seed from a user seed and a step counter (FNV-1a), so each step gets its own reproducible stream. */
 function deriveSeed(seed: number, step: number): number {
@@ -238,6 +244,8 @@ export class AdversarialCallback extends tfl.Callback {
   private readonly strengthOf: (epoch: number) => number;
   private prep: PreparedTraining | null = null;
   private trainingModelRef: tfl.LayersModel | null = null;
+  /** The model of the fit that called setModel and has not reached onTrainBegin yet. */
+  private pendingModel: tfl.LayersModel | null = null;
   private historyRef: unknown = null;
   private epoch = 0;
   private batch = 0;
@@ -257,6 +265,9 @@ export class AdversarialCallback extends tfl.Callback {
       throw new Error(`adversarialCallback: options.method must be one of 'deep', 'pgd', 'fgsm'; got ${describe(options.method)}.`);
     }
     this.options = options;
+    if (options.schedule != null && typeof options.schedule === 'object') checkKnownKeys(options.schedule, ['warmupEpochs', 'start'], 'adversarialCallback: options.schedule');
+    if (options.validateAdversarial != null) checkKnownKeys(options.validateAdversarial, VALIDATE_ADVERSARIAL_KEYS, 'adversarialCallback: options.validateAdversarial');
+    if (options.fgsmGuard != null && typeof options.fgsmGuard === 'object') checkKnownKeys(options.fgsmGuard, FGSM_GUARD_KEYS, 'adversarialCallback: options.fgsmGuard');
     this.strengthOf = scheduleFunction(options.schedule, 'adversarialCallback: options.schedule');
     const v = options.validateAdversarial;
     if (v !== undefined) {
@@ -287,6 +298,23 @@ export class AdversarialCallback extends tfl.Callback {
       step: (model, data, original) => this.step(model, data, original),
       isStale: (model) => this.isStale(model),
     };
+  }
+
+  /**
+   * Called by `fit` before training starts. One instance serves one fit at a time: while another
+   * model's fit that uses this instance is running (or about to start), this throws, so that the
+   * second fit fails at once instead of silently taking over the callback from the first.
+   */
+  override setModel(model: tfl.LayersModel): void {
+    const owner = this.trainingModelRef ?? this.pendingModel;
+    if (owner != null && owner !== model && (owner as unknown as {isTraining?: boolean}).isTraining === true) {
+      throw new Error(
+        `adversarialCallback: this callback instance is already in use by the running fit of model '${owner.name}'; ` +
+          `create one callback per fit (adversarialCallback(options) again) to train model '${model.name}' at the same time.`,
+      );
+    }
+    this.pendingModel = model;
+    super.setModel(model);
   }
 
   /** The strength s of the schedule at `epoch` (validated). */
@@ -333,6 +361,7 @@ export class AdversarialCallback extends tfl.Callback {
   override async onTrainBegin(): Promise<void> {
     const model = this.model;
     if (model == null) throw new Error('adversarialCallback: no model was set; pass the callback to model.fit() or model.fitDataset().');
+    this.pendingModel = null;
     if (!isHooked(model)) {
       throw new Error(
         `adversarialCallback: model '${model.name}' comes from a different copy of @tensorflow/tfjs-layers than the one ` +
