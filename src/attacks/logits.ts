@@ -22,6 +22,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import {layerActivation, linearActivation, setLayerActivation} from '../model/internals.js';
 
 /** How {@link logitFunction} obtained the logits. */
 export type LogitSource = 'softmax-removed' | 'linear-output' | 'sigmoid-removed' | 'log-probabilities';
@@ -35,16 +36,6 @@ export interface LogitFunction {
   classes: number;
 }
 
-interface HasActivation {
-  activation?: {getClassName(): string; apply(x: tf.Tensor): tf.Tensor} | null;
-}
-
-let identity: HasActivation['activation'] | undefined;
-function linearActivation(): NonNullable<HasActivation['activation']> {
-  if (!identity) identity = (tfl.layers.activation({activation: 'linear'}) as unknown as HasActivation).activation;
-  return identity as NonNullable<HasActivation['activation']>;
-}
-
 function outputLayer(model: tfl.LayersModel): tfl.layers.Layer | undefined {
   const out = model.outputs?.[0] as unknown as {sourceLayer?: tfl.layers.Layer} | undefined;
   return out?.sourceLayer;
@@ -55,8 +46,8 @@ function outputLayer(model: tfl.LayersModel): tfl.layers.Layer | undefined {
  * documentation for how they are obtained).
  */
 export function logitFunction(model: tfl.LayersModel): LogitFunction {
-  const layer = outputLayer(model) as (tfl.layers.Layer & HasActivation) | undefined;
-  const act = layer?.activation?.getClassName?.();
+  const layer = outputLayer(model);
+  const act = layer ? layerActivation(layer)?.getClassName() : undefined;
   const outShape = model.outputs[0].shape;
   const units = (outShape[outShape.length - 1] as number | null) ?? 0;
   let source: LogitSource;
@@ -66,13 +57,12 @@ export function logitFunction(model: tfl.LayersModel): LogitFunction {
   else source = 'log-probabilities';
   const raw = (x: tf.Tensor): tf.Tensor => {
     if (source === 'softmax-removed' || source === 'sigmoid-removed') {
-      const l = layer as HasActivation;
-      const saved = l.activation;
-      l.activation = linearActivation();
+      const l = layer as tfl.layers.Layer;
+      const saved = setLayerActivation(l, linearActivation());
       try {
         return model.apply(x, {training: false}) as tf.Tensor;
       } finally {
-        l.activation = saved;
+        setLayerActivation(l, saved);
       }
     }
     return model.apply(x, {training: false}) as tf.Tensor;

@@ -16,6 +16,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 
 import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceSites, instrument} from '../model/instrument.js';
+import {inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
 import {assertCompatibleXY, batchSizeOf, perExampleLoss, Tensors} from '../objective/loss.js';
 import {withModes} from '../objective/neuron_space.js';
 import type {ResolvedPgdOptions} from './pgd.js';
@@ -29,12 +30,10 @@ export interface AttackSite {
   shape: (number | null)[];
 }
 
-type Node = {inputTensors: tfl.SymbolicTensor[]; outputTensors?: tfl.SymbolicTensor[]; inboundLayers?: tfl.layers.Layer[]};
-
 function inboundOf(layer: tfl.layers.Layer, model: tfl.LayersModel): {producer: tfl.layers.Layer | null; tensor: tfl.SymbolicTensor} | null {
   const inModel = new Set(model.layers);
-  for (const n of layer.inboundNodes as unknown as Node[]) {
-    const t = n.inputTensors?.[0];
+  for (const inputs of inboundInputTensors(layer)) {
+    const t = inputs[0];
     if (t && (t.sourceLayer == null || inModel.has(t.sourceLayer as tfl.layers.Layer))) {
       return {producer: (t.sourceLayer as tfl.layers.Layer) ?? null, tensor: t};
     }
@@ -44,13 +43,12 @@ function inboundOf(layer: tfl.layers.Layer, model: tfl.LayersModel): {producer: 
 
 /** Whether `model` takes token indices: an integer input, or an input that feeds an Embedding layer. */
 export function hasTokenInput(model: tfl.LayersModel): boolean {
-  const inputLayers = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers ?? [];
+  const inputLayers = inputLayersOf(model);
   return model.inputs.some((t, i) => {
     if (t.dtype !== 'float32') return true;
     // Consumers of the input, looking through (hand-placed) Disturbance layers.
     const feeds = (layer: tfl.layers.Layer | undefined, depth: number): boolean =>
-      (layer?.outboundNodes ?? []).some((n) => {
-        const next = (n as unknown as {outboundLayer: tfl.layers.Layer}).outboundLayer;
+      (layer ? outboundLayers(layer) : []).some((next) => {
         return next.getClassName() === 'Embedding' || (depth < 8 && next.getClassName() === 'Disturbance' && feeds(next, depth + 1));
       });
     return feeds(inputLayers[i], 0);
@@ -91,7 +89,7 @@ export function attackSites(model: tfl.LayersModel, layer: string | undefined, w
       const inputIndex = src == null ? -1 : model.inputs.findIndex((t) => t === src.tensor);
       const isEmbedding = src?.producer?.getClassName() === 'Embedding';
       // An input site must carry float values that do not go on into an Embedding (token indices).
-      const feedsEmbedding = s.layer.outboundNodes.some((n) => (n as unknown as {outboundLayer: tfl.layers.Layer}).outboundLayer.getClassName() === 'Embedding');
+      const feedsEmbedding = outboundLayers(s.layer).some((next) => next.getClassName() === 'Embedding');
       const floatInput = inputIndex >= 0 && model.inputs[inputIndex].dtype === 'float32' && !feedsEmbedding;
       return floatInput || isEmbedding ? {layer: s.layer, inputIndex, shape: s.inputShape} : null;
     })

@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import {isDisturbance} from '../layers/disturbance.js';
+import {inputLayersOf, outboundLayers} from '../model/internals.js';
 import {assertCompatibleXY} from '../objective/loss.js';
 import {describeValue} from '../util/options.js';
 
@@ -41,15 +42,13 @@ function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
   const inModel = new Set(model.layers);
   const out: tfl.layers.Layer[] = [];
   const visit = (layer: tfl.layers.Layer, depth: number) => {
-    for (const node of layer.outboundNodes) {
-      const next = (node as unknown as {outboundLayer: tfl.layers.Layer}).outboundLayer;
+    for (const next of outboundLayers(layer)) {
       if (!inModel.has(next)) continue;
       if (isDisturbance(next) && depth < 8) visit(next, depth + 1);
       else out.push(next);
     }
   };
-  const inputLayers = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers ?? [];
-  for (const l of inputLayers) visit(l, 0);
+  for (const l of inputLayersOf(model)) visit(l, 0);
   // A Sequential exposes its inner functional model's layers; its first layer reads the input.
   if (out.length === 0 && model instanceof tfl.Sequential && model.layers.length > 0) {
     const first = model.layers.find((l) => !isDisturbance(l));

@@ -431,18 +431,11 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
       carried = undefined;
       skipBatches = 0;
       const advOptions = adversarialOptions(o, epoch);
-      const adv = advOptions ? adversarialCallback(advOptions) : null;
+      // Continue the attack's per-step seed stream where the interrupted epoch stopped.
+      const adv = advOptions ? adversarialCallback({...advOptions, initialStep: baseBatch}) : null;
       let batchesDone = baseBatch;
       const tb = Date.now();
       const control = new tfl.CustomCallback({
-        onTrainBegin: async () => {
-          // Continue the attack's per-step seed stream where the interrupted epoch stopped.
-          if (adv && baseBatch > 0) {
-            const a = adv as unknown as {globalStep?: number};
-            if (typeof a.globalStep !== 'number') throw new Error('internal: cannot continue the attack seed stream (adversarialCallback changed)');
-            a.globalStep = baseBatch;
-          }
-        },
         onBatchEnd: async (_batch, logs) => {
           const size = Math.min(o.batchSize, n - batchesDone * o.batchSize);
           const values: Record<string, number> = {};

@@ -26,6 +26,7 @@ import {fgsmAttack} from '../attacks/fgsm.js';
 import {AttackNorm, pgdAttackWithInfo} from '../attacks/pgd.js';
 import {Disturbance} from '../layers/disturbance.js';
 import {DEFAULT_HIDDEN_PENALTY, DEFAULT_INPUT_PENALTY, disturbanceSites, instrument} from '../model/instrument.js';
+import {inboundInputTensors} from '../model/internals.js';
 import {assertCompatibleXY, LossFn} from '../objective/loss.js';
 import {forwardAdd, disposeAddResult} from '../objective/neuron_space.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
@@ -370,8 +371,7 @@ interface PreparedAttack {
 /** True when the Disturbance layer reads the model input directly (it carries d₀). */
 function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
   const input = model.inputs[0];
-  const nodes = (layer as unknown as {inboundNodes: {inputTensors: tfl.SymbolicTensor[]}[]}).inboundNodes ?? [];
-  return nodes.some((n) => n.inputTensors.some((t) => t === input || (t.id === input.id && t.name === input.name)));
+  return inboundInputTensors(layer).some((inputs) => inputs.some((t) => t === input || (t.id === input.id && t.name === input.name)));
 }
 
 function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {

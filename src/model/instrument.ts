@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {checkKnownKeys} from '../util/options.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
+import {compileArguments, GraphNode, nodesByDepth, sequentialInnerModel} from './internals.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 
 type Layer = tfl.layers.Layer;
@@ -98,12 +99,6 @@ export function isNeuronLayer(layer: Layer): boolean {
 }
 
 /** A node of the model graph as tfjs-layers stores it (internal fields used read-only). */
-interface GraphNode {
-  outboundLayer: Layer;
-  inputTensors: SymbolicTensor[];
-  outputTensors: SymbolicTensor[];
-  callArgs?: Record<string, unknown>;
-}
 
 /** The functional graph behind a model: its inputs, outputs and nodes in topological order. */
 interface Graph {
@@ -113,14 +108,14 @@ interface Graph {
 }
 
 function readGraph(model: tfl.LayersModel, what: string): Graph {
-  let container = model as unknown as {inputs?: SymbolicTensor[]; outputs?: SymbolicTensor[]; nodesByDepth?: Record<string, GraphNode[]>};
+  let container: tfl.LayersModel = model;
   if (model instanceof tfl.Sequential || model.getClassName() === 'Sequential') {
-    let inner = (model as unknown as {model?: typeof container}).model;
-    if ((inner == null || inner.nodesByDepth == null) && model.inputs?.length > 0 && model.outputs?.length > 0) {
+    let inner = sequentialInnerModel(model);
+    if ((inner == null || nodesByDepth(inner) == null) && model.inputs?.length > 0 && model.outputs?.length > 0) {
       // Not built yet (build happens lazily on compile/predict): a read-only functional view of the same nodes.
-      inner = tfl.model({inputs: model.inputs, outputs: model.outputs}) as unknown as typeof container;
+      inner = tfl.model({inputs: model.inputs, outputs: model.outputs});
     }
-    if (inner == null || inner.nodesByDepth == null) {
+    if (inner == null || nodesByDepth(inner) == null) {
       throw new Error(
         `${what}: the Sequential model '${model.name}' has no layers with a known input shape yet; ` +
           `give its first layer an inputShape before ${what}().`,
@@ -128,15 +123,16 @@ function readGraph(model: tfl.LayersModel, what: string): Graph {
     }
     container = inner;
   }
-  const {inputs, outputs, nodesByDepth} = container;
-  if (!inputs || !outputs || !nodesByDepth) {
+  const {inputs, outputs} = container;
+  const byDepth = nodesByDepth(container);
+  if (!inputs || !outputs || !byDepth) {
     throw new Error(`${what}: '${model.name}' is not a built tfjs-layers model (no inputs/outputs).`);
   }
-  const depths = Object.keys(nodesByDepth)
+  const depths = Object.keys(byDepth)
     .map((k) => Number(k))
     .sort((a, b) => b - a);
   const nodes: GraphNode[] = [];
-  for (const depth of depths) nodes.push(...nodesByDepth[String(depth)]);
+  for (const depth of depths) nodes.push(...byDepth[String(depth)]);
   return {inputs, outputs, nodes};
 }
 
@@ -170,7 +166,7 @@ function newInput(original: SymbolicTensor): SymbolicTensor {
 
 /** Compiles `target` like `source` (same optimizer object, loss(es) and metrics) if `source` was compiled. */
 function copyCompile(source: tfl.LayersModel, target: tfl.LayersModel): void {
-  const s = source as unknown as {optimizer?: tfl.LayersModel['optimizer']; loss?: unknown; metrics?: unknown};
+  const s = compileArguments(source);
   if (s.optimizer == null || s.loss == null) return;
   let loss = s.loss;
   // A loss dictionary keyed by output names: the rebuilt model has the same output layers, so the same names.

@@ -27,6 +27,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import {compileArguments, compiledLossFunctions, sequentialInnerModel} from '../model/internals.js';
 
 /**
  * A loss function in tfjs-layers' convention: `(yTrue, yPred)` → a tensor
@@ -152,11 +153,10 @@ export function lossByName(name: string): LossFn {
   return fn;
 }
 
-/** Fields of a compiled model that tfjs-layers does not type as public API everywhere. */
-interface CompiledFields {
-  loss?: unknown;
-  lossFunctions?: unknown;
-  model?: CompiledFields;
+/** The model and, for a Sequential, its inner functional model (which holds the compiled state). */
+function compiledHolders(model: tfl.LayersModel): tfl.LayersModel[] {
+  const inner = sequentialInnerModel(model);
+  return inner ? [model, inner] : [model];
 }
 
 function resolveLossSpec(spec: unknown): LossFn | undefined {
@@ -172,18 +172,17 @@ function resolveLossSpec(spec: unknown): LossFn | undefined {
 
 /** The loss functions the model was compiled with, one per output, or `undefined` if it was not compiled. */
 function compiledLosses(model: tfl.LayersModel, nOut: number): LossFn[] | undefined {
-  const m = model as unknown as CompiledFields;
-  // LayersModel keeps the resolved functions; Sequential delegates to `.model`.
-  for (const holder of [m, m.model]) {
-    const fns = holder?.lossFunctions;
+  // LayersModel keeps the resolved functions; Sequential delegates to its inner model.
+  for (const holder of compiledHolders(model)) {
+    const fns = compiledLossFunctions(holder);
     if (Array.isArray(fns) && fns.length === nOut && fns.every((f) => typeof f === 'function')) {
       return fns as LossFn[];
     }
   }
   // Fallback: the raw compile argument (string | string[] | dict | fn).
   if (nOut === 1) {
-    for (const holder of [m, m.model]) {
-      const spec = holder?.loss;
+    for (const holder of compiledHolders(model)) {
+      const spec = compileArguments(holder).loss;
       if (spec !== undefined && spec !== null) {
         const fn = resolveLossSpec(spec);
         if (fn !== undefined) return [fn];
@@ -195,9 +194,8 @@ function compiledLosses(model: tfl.LayersModel, nOut: number): LossFn[] | undefi
 
 /** The raw compile argument of the loss for output `i` (a name, when it was given as one). */
 function compiledLossName(model: tfl.LayersModel, i: number, outputNames: string[]): string | undefined {
-  const m = model as unknown as CompiledFields;
-  for (const holder of [m, m.model]) {
-    const spec = holder?.loss;
+  for (const holder of compiledHolders(model)) {
+    const spec = compileArguments(holder).loss;
     if (typeof spec === 'string') return spec;
     if (Array.isArray(spec) && typeof spec[i] === 'string') return spec[i] as string;
     if (spec != null && typeof spec === 'object' && !Array.isArray(spec)) {

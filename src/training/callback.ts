@@ -39,6 +39,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {AttackNorm, pgdAttack} from '../attacks/pgd.js';
 import {assertCompatibleXY} from '../objective/loss.js';
+import {fitHistory, isTraining} from '../model/internals.js';
 import {attachState, detachState, isHooked, TrainFunction, TrainHookState} from './hook.js';
 import {scheduleFunction, StrengthSchedule, strengthAt} from './schedules.js';
 import {
@@ -109,6 +110,14 @@ export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
   validateAdversarial?: ValidateAdversarialOptions;
   /** FGSM catastrophic-overfitting guard (method `'fgsm'` only). `true` uses the defaults and the validateAdversarial data. */
   fgsmGuard?: boolean | FgsmGuardOptions;
+  /**
+   * Number of the first training step of each `fit` in the attack's random stream (an integer ≥ 0;
+   * default 0). With `seed`, step k of a fit draws its random start from the stream of step
+   * `initialStep + k`; a run interrupted after b batches of an epoch and resumed with a fit over the
+   * remaining batches and `initialStep: b` therefore draws exactly the random starts of an
+   * uninterrupted epoch. Without `seed` it has no effect.
+   */
+  initialStep?: number;
 };
 
 /** Top-level keys of {@link AdversarialCallbackOptions} that belong to the callback, not to the attack method. */
@@ -278,6 +287,9 @@ export class AdversarialCallback extends tfl.Callback {
         throw new Error(`adversarialCallback: options.validateAdversarial.epsilon must be a finite number >= 0; got ${describe(v.epsilon)}.`);
       }
     }
+    if (options.initialStep !== undefined && !(Number.isInteger(options.initialStep) && options.initialStep >= 0)) {
+      throw new Error(`adversarialCallback: options.initialStep must be an integer >= 0 (the number of the first step); got ${describe(options.initialStep)}.`);
+    }
     if (options.fgsmGuard !== undefined && options.fgsmGuard !== false) {
       if (options.method !== 'fgsm') {
         throw new Error(`adversarialCallback: options.fgsmGuard guards FGSM training; it needs method 'fgsm', got '${options.method}'.`);
@@ -324,8 +336,7 @@ export class AdversarialCallback extends tfl.Callback {
 
   /** True unless this callback is attached to `model` within the fit that is running now. */
   private isStale(model: tfl.LayersModel): boolean {
-    const m = model as unknown as {history?: unknown; isTraining?: boolean};
-    return this.prep == null || model !== this.trainingModelRef || m.history !== this.historyRef || m.isTraining !== true;
+    return this.prep == null || model !== this.trainingModelRef || fitHistory(model) !== this.historyRef || !isTraining(model);
   }
 
   private step(model: tfl.LayersModel, data: tf.Tensor[], original: TrainFunction): tf.Tensor[] {
@@ -380,8 +391,8 @@ export class AdversarialCallback extends tfl.Callback {
     this.strengthAt(0); // fail now on a broken schedule
     this.prep = prep;
     this.trainingModelRef = model;
-    this.historyRef = (model as unknown as {history?: unknown}).history;
-    this.globalStep = 0;
+    this.historyRef = fitHistory(model);
+    this.globalStep = this.options.initialStep ?? 0;
     this.bestGuardAccuracy = -Infinity;
     attachState(model, this.hookState);
   }
@@ -477,7 +488,7 @@ export class AdversarialCallback extends tfl.Callback {
  * {@link AdversarialTrainingOptions}; logs: see this module's documentation.
  *
  * @param options Method (`'deep'`, `'pgd'`, `'fgsm'`) and its options, plus
- *   `schedule`, `validateAdversarial`, `fgsmGuard`, `cleanWeight`, `seed`.
+ *   `schedule`, `validateAdversarial`, `fgsmGuard`, `cleanWeight`, `seed`, `initialStep`.
  */
 export function adversarialCallback(options: AdversarialCallbackOptions): AdversarialCallback {
   return new AdversarialCallback(options);

@@ -27,6 +27,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import {modelMakeTrainFunction, prototypeMakeTrainFunction, sequentialInnerModel, setPrototypeMakeTrainFunction} from '../model/internals.js';
 
 /** The per-batch step built by tfjs-layers: `[...inputs, ...targets, ...sampleWeights] → [loss, ...metrics]`. */
 export type TrainFunction = (data: tf.Tensor[]) => tf.Tensor[];
@@ -59,10 +60,12 @@ const STATE_KEY = Symbol.for('tfjs-deep-adversarial/trainHookState/v1');
 
 type MakeTrainFunction = (this: tfl.LayersModel) => TrainFunction;
 
+/** Our own (symbol-keyed) bookkeeping on the prototype; the tfjs method itself goes through ../model/internals. */
 interface PatchableProto {
-  makeTrainFunction: MakeTrainFunction & {[WRAPPED_KEY]?: true};
   [ORIGINAL_KEY]?: MakeTrainFunction;
 }
+
+type Wrapped = MakeTrainFunction & {[WRAPPED_KEY]?: true};
 
 interface WithState {
   [STATE_KEY]?: TrainHookState;
@@ -81,8 +84,9 @@ function proto(): PatchableProto {
  */
 export function installTrainHook(): void {
   const p = proto();
-  if (p.makeTrainFunction?.[WRAPPED_KEY]) return;
-  const original = p.makeTrainFunction;
+  const current = prototypeMakeTrainFunction() as Wrapped | undefined;
+  if (current?.[WRAPPED_KEY]) return;
+  const original = current;
   if (typeof original !== 'function') {
     throw new Error(
       'tfjs-deep-adversarial: tfl.LayersModel.prototype.makeTrainFunction is missing; this tfjs-layers version is not supported (4.x expected).',
@@ -97,16 +101,16 @@ export function installTrainHook(): void {
       if (state == null) return step(data);
       return state.step(model, data, step);
     };
-  } as PatchableProto['makeTrainFunction'];
+  } as Wrapped;
   wrapped[WRAPPED_KEY] = true;
-  p.makeTrainFunction = wrapped;
+  setPrototypeMakeTrainFunction(wrapped);
 }
 
 installTrainHook();
 
 /** True when `model.makeTrainFunction` is the wrapped one (false e.g. for a model from another tfjs-layers copy). @internal */
 export function isHooked(model: tfl.LayersModel): boolean {
-  const fn = (model as unknown as PatchableProto).makeTrainFunction;
+  const fn = modelMakeTrainFunction(model) as Wrapped | undefined;
   return typeof fn === 'function' && fn[WRAPPED_KEY] === true;
 }
 
@@ -118,7 +122,8 @@ export function isHooked(model: tfl.LayersModel): boolean {
  * @internal
  */
 export function originalTrainFunction(model: tfl.LayersModel): TrainFunction {
-  const original = proto()[ORIGINAL_KEY] ?? (tfl.LayersModel.prototype as unknown as PatchableProto).makeTrainFunction;
+  const original = proto()[ORIGINAL_KEY] ?? prototypeMakeTrainFunction();
+  if (original == null) throw new Error('tfjs-deep-adversarial: tfl.LayersModel.prototype.makeTrainFunction is missing; this tfjs-layers version is not supported (4.x expected).');
   return original.call(model);
 }
 
@@ -162,7 +167,7 @@ export function attachedState(model: tfl.LayersModel): TrainHookState | undefine
  */
 export function trainingModel(model: tfl.LayersModel): tfl.LayersModel {
   if (model instanceof tfl.Sequential || model.getClassName() === 'Sequential') {
-    const inner = (model as unknown as {model?: tfl.LayersModel}).model;
+    const inner = sequentialInnerModel(model);
     if (inner == null) {
       throw new Error(
         `Sequential model '${model.name}' is not built: give its first layer an inputShape and call model.compile(...) first.`,

@@ -41,6 +41,7 @@ import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from '../atta
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
+import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
 import {assertCompatibleXY, hasQuadraticLoss, LossFn, perExampleLoss, PerExampleLossFn, Tensors} from '../objective/loss.js';
 import {disposeAddResult, forwardAdd, withModes} from '../objective/neuron_space.js';
 import {normPerExample, PenaltyConfig, validatePenalty} from '../objective/penalties.js';
@@ -199,8 +200,8 @@ function describe(v: unknown): string {
 }
 
 function isCompiled(model: tfl.LayersModel): boolean {
-  const m = model as unknown as {optimizer_?: unknown; lossFunctions?: unknown[]};
-  return m.optimizer_ != null && Array.isArray(m.lossFunctions) && m.lossFunctions.length > 0;
+  const fns = compiledLossFunctions(model);
+  return compiledOptimizer(model) != null && fns != null && fns.length > 0;
 }
 
 /** Layers that consume model input `index`, looking through Disturbance layers. */
@@ -208,14 +209,13 @@ function inputConsumers(model: tfl.LayersModel, index = 0): tfl.layers.Layer[] {
   const inModel = new Set(model.layers);
   const out: tfl.layers.Layer[] = [];
   const visit = (layer: tfl.layers.Layer, depth: number) => {
-    for (const node of layer.outboundNodes) {
-      const next = (node as unknown as {outboundLayer: tfl.layers.Layer}).outboundLayer;
+    for (const next of outboundLayers(layer)) {
       if (!inModel.has(next)) continue;
       if (isDisturbance(next) && depth < 8) visit(next, depth + 1);
       else out.push(next);
     }
   };
-  const inputLayer = (model as unknown as {inputLayers?: tfl.layers.Layer[]}).inputLayers?.[index];
+  const inputLayer = inputLayersOf(model)[index];
   if (inputLayer) visit(inputLayer, 0);
   return out;
 }
@@ -224,7 +224,7 @@ function inputConsumers(model: tfl.LayersModel, index = 0): tfl.layers.Layer[] {
 function inputDisturbances(model: tfl.LayersModel, layers: Disturbance[], index = 0): Disturbance[] {
   const input = model.inputs[index];
   return layers.filter((l) =>
-    l.inboundNodes.some((n) => (n as unknown as {inputTensors: tfl.SymbolicTensor[]}).inputTensors?.[0] === input),
+    inboundInputTensors(l).some((inputs) => inputs[0] === input),
   );
 }
 
@@ -347,7 +347,7 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
       }
     }
     for (const l of layers) {
-      const t = (l.inboundNodes[0] as unknown as {inputTensors?: tfl.SymbolicTensor[]} | undefined)?.inputTensors?.[0];
+      const t = inboundInputTensors(l)[0]?.[0];
       if (t && t.dtype !== 'float32' && basePenalties[layers.indexOf(l)] != null) {
         throw new Error(`${where}: Disturbance layer '${l.name}' receives a ${t.dtype} tensor; disturbances need float32 neurons.`);
       }
@@ -406,8 +406,7 @@ function validateDeepOptions(o: DeepTrainingOptions, where: string): void {
 }
 
 function metricNamesOf(model: tfl.LayersModel): string[] {
-  const m = model as unknown as {getDedupedMetricsNames?: () => string[]; metricsNames?: string[]};
-  return m.getDedupedMetricsNames?.() ?? m.metricsNames ?? ['loss'];
+  return dedupedMetricsNames(model);
 }
 
 /** Per-row "all finite" over every non-batch axis: `[B, ...] → [B]` bool. */
