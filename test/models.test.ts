@@ -178,6 +178,31 @@ describe('models like the official tfjs examples', () => {
       } finally {
         rmSync(dir, {recursive: true, force: true});
       }
+
+      // evaluateRobustness on the plain model (embedding-space / per-input attacks through a view sharing its weights).
+      const attacks = [{kind: 'pgd' as const, steps: 2, epsilons: [0.05]}, {kind: 'fgsm' as const, epsilons: [0.05]}, {kind: 'deep' as const, maxIterations: 2, epsilons: [0.05]}];
+      evaluateRobustness(base, x, y, {attacks}); // warm-up (caches the attack view)
+      const memory = tf.memory().numTensors;
+      const r = evaluateRobustness(base, x, y, {attacks, seed: 1});
+      assert.equal(tf.memory().numTensors, memory, 'evaluateRobustness leaves no tensors');
+      assert.equal(r.examples, N);
+      const outputs = Array.isArray(y) ? y.length : 1;
+      if (c.regression) {
+        assert.equal(r.task, 'regression');
+        assert.ok(Number.isNaN(r.cleanAccuracy), 'no accuracy for a regression model');
+        // Independent: tfjs' own evaluate gives the mean clean loss.
+        const ev = tf.tidy(() => (base.evaluate(x, y, {batchSize: N}) as tf.Scalar).dataSync()[0]);
+        assert.ok(Math.abs((r.cleanLoss as number) - ev) <= 1e-4 * Math.max(1, ev), `clean loss ${r.cleanLoss} vs evaluate ${ev}`);
+        for (const w of r.worstCase) assert.ok((w.loss as number) >= (r.cleanLoss as number) - 1e-6, `worst-case loss ${w.loss} < clean ${r.cleanLoss}`);
+        for (const a of r.attacks) assert.ok(Number.isFinite(a.points[0].loss as number), `${a.name} loss`);
+      } else {
+        assert.equal(r.task, 'classification');
+        for (const a of r.attacks) assert.ok(a.points[0].accuracy <= r.cleanAccuracy && a.points[0].accuracy >= 0, `${a.name}: ${a.points[0].accuracy}`);
+      }
+      if (outputs > 1) {
+        assert.equal(r.outputs?.length, outputs);
+        for (const a of r.attacks) assert.equal(a.points[0].outputs?.length, outputs);
+      }
       tf.dispose((Array.isArray(x) ? x : [x]).concat(Array.isArray(y) ? y : [y]));
     });
   }

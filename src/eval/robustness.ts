@@ -26,8 +26,10 @@ import {fgsmAttack} from '../attacks/fgsm.js';
 import {AttackNorm, pgdAttackWithInfo} from '../attacks/pgd.js';
 import {Disturbance} from '../layers/disturbance.js';
 import {DEFAULT_HIDDEN_PENALTY, DEFAULT_INPUT_PENALTY, disturbanceSites, instrument} from '../model/instrument.js';
-import {inboundInputTensors} from '../model/internals.js';
-import {assertCompatibleXY, LossFn} from '../objective/loss.js';
+import {assertCompatibleXY, batchSizeOf, LossFn, outputTasks, OutputTask, Tensors} from '../objective/loss.js';
+import {attackSites, attackView, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
+import type {ResolvedPgdOptions} from '../attacks/pgd.js';
+import {withModes} from '../objective/neuron_space.js';
 import {forwardAdd, disposeAddResult} from '../objective/neuron_space.js';
 import {PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 
@@ -42,6 +44,8 @@ export interface FgsmAttackSpec {
   randomStart?: boolean;
   /** Step of FGSM-RS; default 1.25 ε. */
   alpha?: number;
+  /** Attack the output of this layer (see `PgdAttackSpec.layer`). */
+  layer?: string;
   /** Count this attack in the worst case (default true). */
   includeInWorstCase?: boolean;
 }
@@ -65,6 +69,13 @@ export interface PgdAttackSpec {
   randomStart?: boolean;
   /** Count this attack in the worst case (default true). */
   includeInWorstCase?: boolean;
+  /**
+   * Attack the output of this layer instead of the input: a Disturbance layer, or the layer one
+   * follows (e.g. an Embedding of an instrumented text model). Models whose input feeds an Embedding
+   * (or with several inputs) are attacked on their embedding outputs and float inputs by default,
+   * through a temporary instrumented view sharing the weights; ε then is a radius in embedding space.
+   */
+  layer?: string;
 }
 
 /**
@@ -150,10 +161,14 @@ export interface RobustnessOptions {
 export interface AttackPoint {
   /** Radius (`null` for a deep attack with fixed penalties). */
   epsilon: number | null;
-  /** Fraction of examples robust to this attack at this ε (see the module notes). */
+  /** Fraction of examples robust to this attack at this ε (see the module notes); NaN for a model without classification output. */
   accuracy: number;
   /** Number of robust examples. */
   robust: number;
+  /** Regression outputs: mean over examples of the (summed) per-example loss at the attacked point. */
+  loss?: number;
+  /** Models with several outputs: per output, robust accuracy (classification) or mean loss under attack (regression). */
+  outputs?: number[];
   /** Batched gradient evaluations spent, summed over batches. */
   gradientEvaluations: number;
   /** Wall-clock seconds. */
@@ -176,9 +191,11 @@ export interface AttackResult {
 export interface WorstCasePoint {
   norm: 'linf' | 'l2' | 'l1';
   epsilon: number;
-  /** Fraction of examples robust to every attack listed in `attacks`. */
+  /** Fraction of examples robust to every attack listed in `attacks` (NaN without classification output). */
   accuracy: number;
   robust: number;
+  /** Regression outputs: mean over examples of the largest loss any listed attack reached (worst-case error within ε). */
+  loss?: number;
   /** Names of the attacks evaluated at this (norm, ε). */
   attacks: string[];
 }
@@ -187,8 +204,18 @@ export interface WorstCasePoint {
 export interface RobustnessResult {
   /** Number of evaluated examples. */
   examples: number;
-  /** Fraction classified correctly without attack. */
+  /**
+   * Fraction classified correctly without attack (on every classification output). NaN when the
+   * model has no classification output: regression models are measured by {@link cleanLoss} and
+   * the attacks' `loss` (the worst-case error within ε), never by an accuracy.
+   */
   cleanAccuracy: number;
+  /** `'classification'`, `'regression'` (every output has a regression loss) or `'mixed'`. */
+  task: 'classification' | 'regression' | 'mixed';
+  /** Regression outputs: mean clean per-example loss (summed over regression outputs). */
+  cleanLoss?: number;
+  /** Models with several outputs: per output its name, task and clean accuracy (classification) or mean loss (regression). */
+  outputs?: {name: string; task: 'classification' | 'regression'; clean: number}[];
   /** The `clip` box used, or null. */
   clip: [number, number] | null;
   seed: number;
@@ -365,13 +392,33 @@ interface PreparedAttack {
   includeInWorstCase: boolean;
   settings: Record<string, unknown>;
   /** Runs the attack at ε on a batch; returns the predictions on the attacked batch and the gradient evaluations. */
-  run(x: tf.Tensor, y: tf.Tensor, epsilon: number | null, seed: number): {pred: tf.Tensor; gradientEvaluations: number};
+  run(x: Tensors, y: Tensors, epsilon: number | null, seed: number): {pred: Tensors; gradientEvaluations: number};
 }
 
-/** True when the Disturbance layer reads the model input directly (it carries d₀). */
+/** PGD/FGSM on Disturbance layers (embedding outputs, several inputs) when the input itself cannot be attacked. */
+function siteRunner(model: tfl.LayersModel, layer: string | undefined, name: string, resolve: (epsilon: number, seed: number) => ResolvedPgdOptions) {
+  if (layer === undefined && model.inputs.length === 1 && model.outputs.length === 1 && !hasTokenInput(model)) return null;
+  const view = layer === undefined ? attackView(model) : model;
+  const sites = attackSites(view, layer, `${WHO}: attack '${name}'`);
+  const layers = sites.map((site) => site.layer);
+  return (x: Tensors, y: Tensors, epsilon: number | null, seed: number) => {
+    const o = resolve(epsilon as number, seed);
+    const r = runSitePgd(view, sites, x, y, o, false);
+    try {
+      return {pred: withModes(layers, 'add', r.disturbances, () => view.apply(x, {training: false}) as Tensors), gradientEvaluations: r.gradientEvaluations};
+    } finally {
+      tf.dispose(r.disturbances);
+    }
+  };
+}
+
+/** True when the Disturbance layer carries d₀: it reads a float model input directly, or an Embedding output. */
 function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
-  const input = model.inputs[0];
-  return inboundInputTensors(layer).some((inputs) => inputs.some((t) => t === input || (t.id === input.id && t.name === input.name)));
+  try {
+    return attackSites(model, undefined, WHO).some((s) => s.layer === layer);
+  } catch {
+    return false;
+  }
 }
 
 function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
@@ -392,12 +439,13 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
   if (sites.length === 0) {
     attacked = instrument(model, {
       input: sweep ? {kind: norm, epsilon: 0} : DEFAULT_INPUT_PENALTY,
+      embedding: sweep ? {kind: norm, epsilon: 0} : undefined,
       hidden: hidden === undefined ? DEFAULT_HIDDEN_PENALTY : hidden,
       name: `${model.name}_eval_instrumented`,
     });
     instrumented = true;
   } else if (sweep && !sites.some((s) => isInputSite(model, s.layer))) {
-    attacked = instrument(model, {input: {kind: norm, epsilon: 0}, hidden: null, name: `${model.name}_eval_instrumented`});
+    attacked = instrument(model, {input: {kind: norm, epsilon: 0}, embedding: {kind: norm, epsilon: 0}, hidden: null, name: `${model.name}_eval_instrumented`});
     instrumented = true;
   }
   const layers = disturbanceSites(attacked).map((s) => s.layer);
@@ -463,8 +511,11 @@ function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: 
         epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
         includeInWorstCase: forWorst,
         settings: {randomStart: spec.randomStart ?? false, alpha: spec.alpha ?? (spec.randomStart ? '1.25ε' : null)},
-        run(x, y, epsilon, seed) {
-          const adv = fgsmAttack(model, x, y, {epsilon: epsilon as number, clip: o.clip, randomStart: spec.randomStart, alpha: spec.alpha, seed, loss: o.loss});
+        run: siteRunner(model, spec.layer, name, (epsilon, seed) => ({
+          epsilon, norm: 'linf', steps: 1, restarts: 1, randomStart: spec.randomStart ?? false,
+          stepSize: spec.randomStart ? spec.alpha ?? 1.25 * epsilon : epsilon, clip: o.clip, seed, loss: o.loss,
+        })) ?? function (x, y, epsilon, seed) {
+          const adv = fgsmAttack(model, x as tf.Tensor, y as tf.Tensor, {epsilon: epsilon as number, clip: o.clip, randomStart: spec.randomStart, alpha: spec.alpha, seed, loss: o.loss});
           try {
             return {pred: model.predict(adv) as tf.Tensor, gradientEvaluations: 1};
           } finally {
@@ -492,9 +543,11 @@ function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: 
         epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
         includeInWorstCase: forWorst,
         settings: {norm, steps, restarts, relativeStepSize: rel, randomStart: spec.randomStart ?? true},
-        run(x, y, epsilon, seed) {
+        run: siteRunner(model, spec.layer, name, (e, seed) => ({
+          epsilon: e, norm, steps, restarts, stepSize: rel * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: o.loss,
+        })) ?? function (x, y, epsilon, seed) {
           const e = epsilon as number;
-          const r = pgdAttackWithInfo(model, x, y, {
+          const r = pgdAttackWithInfo(model, x as tf.Tensor, y as tf.Tensor, {
             epsilon: e, norm, steps, restarts, stepSize: rel * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: o.loss,
           });
           try {
@@ -518,8 +571,52 @@ function batches(n: number, batchSize: number): [number, number][] {
   return out;
 }
 
-function sliceBatch(t: tf.Tensor, start: number, size: number): tf.Tensor {
-  return tf.slice(t, [start], [size]);
+function sliceBatch(t: tf.Tensor, start: number, size: number): tf.Tensor;
+function sliceBatch(t: Tensors, start: number, size: number): Tensors;
+function sliceBatch(t: Tensors, start: number, size: number): Tensors {
+  return Array.isArray(t) ? t.map((u) => tf.slice(u, [start], [size])) : tf.slice(t, [start], [size]);
+}
+
+function listOf(t: Tensors): tf.Tensor[] {
+  return Array.isArray(t) ? t : [t];
+}
+
+/** The model's output tasks (compiled losses; the override only for an uncompiled model). */
+function tasksOf(model: tfl.LayersModel, loss: string | LossFn | undefined): OutputTask[] {
+  try {
+    return outputTasks(model);
+  } catch {
+    return outputTasks(model, loss);
+  }
+}
+
+/** How a batch of predictions scores: per example all classification outputs correct, per output correctness or loss. */
+interface Score {
+  ok: Uint8Array;
+  perOutput: (Uint8Array | Float32Array)[];
+  /** Σ over regression outputs of the per-example loss. */
+  loss: Float32Array;
+}
+
+function scoreBatch(tasks: OutputTask[], y: Tensors, pred: Tensors): Score {
+  const ys = listOf(y);
+  const ps = listOf(pred);
+  const size = ps[0].shape[0];
+  const ok = new Uint8Array(size).fill(1);
+  const loss = new Float32Array(size);
+  const perOutput = tasks.map((task, o) => {
+    if (task.regression) {
+      const l = task.loss(ys[o], ps[o]);
+      const v = Float32Array.from(l.dataSync());
+      l.dispose();
+      v.forEach((e, i) => (loss[i] += e));
+      return v;
+    }
+    const c = correctPredictions(ys[o], ps[o]);
+    c.forEach((e, i) => (ok[i] &= e));
+    return c;
+  });
+  return {ok, perOutput, loss};
 }
 
 /** Seed for batch `b` of point `p` of attack `a`, from the user seed. */
@@ -527,11 +624,11 @@ function pointSeed(seed: number, a: number, p: number, b: number): number {
   return (((seed * 1000003) ^ (a * 7919 + p * 104729 + b * 1299709)) >>> 0) % 2147483647;
 }
 
-function checkInputs(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, who: string): void {
+function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string): void {
   if (!(model instanceof tfl.LayersModel)) throw new Error(`${who}: model must be a tfjs-layers LayersModel (tf.sequential / tf.model).`);
-  if (!(x instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor.`);
-  if (!(y instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor.`);
-  if (x.isDisposed || y.isDisposed) throw new Error(`${who}: x or y was already disposed.`);
+  if (!listOf(x).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor (or a list of tensors, one per model input).`);
+  if (!listOf(y).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor (or a list of tensors, one per model output).`);
+  if ([...listOf(x), ...listOf(y)].some((t) => t.isDisposed)) throw new Error(`${who}: x or y was already disposed.`);
   try {
     assertCompatibleXY(model, x, y);
   } catch (e) {
@@ -564,7 +661,7 @@ function checkInputs(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, who: st
  * @returns A plain JSON-serialisable {@link RobustnessResult}.
  * @throws Errors naming the bad option or attack field, mismatched shapes, a model without loss.
  */
-export function evaluateRobustness(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: RobustnessOptions): RobustnessResult {
+export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensors, options: RobustnessOptions): RobustnessResult {
   const t0 = Date.now();
   checkInputs(model, x, y, WHO);
   if (options === null || typeof options !== 'object') throw new Error(`${WHO}: options must be an object {attacks, batchSize, ...}.`);
@@ -581,10 +678,17 @@ export function evaluateRobustness(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
     names.add(p.name);
   }
 
-  const n = x.shape[0];
+  const n = batchSizeOf(x);
+  const tasks = tasksOf(model, typeof options.loss === 'string' || typeof options.loss === 'function' ? options.loss : undefined);
+  const hasClassification = tasks.some((t) => !t.regression);
+  const hasRegression = tasks.some((t) => t.regression);
   const parts = batches(n, batchSize);
   const clean = new Uint8Array(n);
+  const cleanLoss = new Float32Array(n);
+  const cleanPer = tasks.map(() => new Float64Array(1)); // per output: correct count or loss sum
   const outcomes = prepared.map((p) => p.epsilons.map(() => new Uint8Array(n)));
+  const pointLoss = prepared.map((p) => p.epsilons.map(() => new Float32Array(n)));
+  const pointPer = prepared.map((p) => p.epsilons.map(() => new Float64Array(tasks.length)));
   const stats = prepared.map((p) => p.epsilons.map(() => ({gradientEvaluations: 0, seconds: 0})));
   const total = parts.length * (1 + prepared.reduce((s, p) => s + p.epsilons.length, 0));
   let done = 0;
@@ -595,59 +699,92 @@ export function evaluateRobustness(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
     const xb = sliceBatch(x, start, size);
     const yb = sliceBatch(y, start, size);
     try {
-      const pred = model.predict(xb) as tf.Tensor;
-      clean.set(correctPredictions(yb, pred), start);
-      pred.dispose();
+      const pred = model.predict(xb) as Tensors;
+      const sc = scoreBatch(tasks, yb, pred);
+      tf.dispose(pred);
+      clean.set(sc.ok, start);
+      cleanLoss.set(sc.loss, start);
+      sc.perOutput.forEach((v, o) => {
+        for (let i = 0; i < v.length; i++) cleanPer[o][0] += v[i];
+      });
       report('clean');
       prepared.forEach((p, a) => {
         p.epsilons.forEach((eps, k) => {
           const t = Date.now();
           const r = p.run(xb, yb, eps, pointSeed(seed, a, k, b));
-          const ok = correctPredictions(yb, r.pred);
-          r.pred.dispose();
-          for (let i = 0; i < size; i++) outcomes[a][k][start + i] = ok[i] & clean[start + i];
+          const at = scoreBatch(tasks, yb, r.pred);
+          tf.dispose(r.pred);
+          for (let i = 0; i < size; i++) outcomes[a][k][start + i] = at.ok[i] & clean[start + i];
+          pointLoss[a][k].set(at.loss, start);
+          at.perOutput.forEach((v, o) => {
+            const before = sc.perOutput[o];
+            for (let i = 0; i < size; i++) pointPer[a][k][o] += tasks[o].regression ? v[i] : v[i] & before[i];
+          });
           stats[a][k].gradientEvaluations += r.gradientEvaluations;
           stats[a][k].seconds += (Date.now() - t) / 1000;
           report('attack', p.name, eps);
         });
       });
     } finally {
-      tf.dispose([xb, yb]);
+      tf.dispose([...listOf(xb), ...listOf(yb)]);
     }
   });
 
   const count = (f: Uint8Array) => f.reduce((s, v) => s + v, 0);
+  const mean = (f: Float32Array) => (n === 0 ? NaN : f.reduce((s, v) => s + v, 0) / n);
+  const accuracyOf = (f: Uint8Array) => (!hasClassification ? NaN : n === 0 ? 0 : count(f) / n);
   const attacks: AttackResult[] = prepared.map((p, a) => ({
     name: p.name,
     kind: p.kind,
     norm: p.norm,
     settings: p.settings,
     includeInWorstCase: p.includeInWorstCase,
-    points: p.epsilons.map((eps, k) => ({
-      epsilon: eps,
-      accuracy: n === 0 ? 0 : count(outcomes[a][k]) / n,
-      robust: count(outcomes[a][k]),
-      gradientEvaluations: stats[a][k].gradientEvaluations,
-      seconds: round(stats[a][k].seconds),
-    })),
+    points: p.epsilons.map((eps, k) => {
+      const point: AttackPoint = {
+        epsilon: eps,
+        accuracy: accuracyOf(outcomes[a][k]),
+        robust: count(outcomes[a][k]),
+        gradientEvaluations: stats[a][k].gradientEvaluations,
+        seconds: round(stats[a][k].seconds),
+      };
+      if (hasRegression) point.loss = mean(pointLoss[a][k]);
+      if (tasks.length > 1) point.outputs = Array.from(pointPer[a][k], (v) => (n === 0 ? NaN : v / n));
+      return point;
+    }),
   }));
   const forWorst: AttackOutcome[] = [];
+  const worstLoss = new Map<string, Float32Array>();
   prepared.forEach((p, a) => {
     if (!p.includeInWorstCase) return;
     p.epsilons.forEach((eps, k) => {
-      if (eps !== null) forWorst.push({attack: p.name, norm: p.norm, epsilon: eps, correct: outcomes[a][k]});
+      if (eps === null) return;
+      forWorst.push({attack: p.name, norm: p.norm, epsilon: eps, correct: outcomes[a][k]});
+      const key = `${p.norm}:${eps}`;
+      const w = worstLoss.get(key) ?? Float32Array.from(cleanLoss);
+      pointLoss[a][k].forEach((v, i) => (w[i] = Math.max(w[i], v)));
+      worstLoss.set(key, w);
     });
+  });
+  const worstCase = worstCaseAccuracy(clean, forWorst).map((w) => {
+    const out: WorstCasePoint = {...w, accuracy: hasClassification ? w.accuracy : NaN};
+    if (hasRegression) out.loss = mean(worstLoss.get(`${w.norm}:${w.epsilon}`) as Float32Array);
+    return out;
   });
   const result: RobustnessResult = {
     examples: n,
-    cleanAccuracy: n === 0 ? 0 : count(clean) / n,
+    cleanAccuracy: accuracyOf(clean),
+    task: !hasRegression ? 'classification' : !hasClassification ? 'regression' : 'mixed',
     clip: clip ?? null,
     seed,
     batchSize,
     attacks,
-    worstCase: worstCaseAccuracy(clean, forWorst),
+    worstCase,
     seconds: 0,
   };
+  if (hasRegression) result.cleanLoss = mean(cleanLoss);
+  if (tasks.length > 1) {
+    result.outputs = tasks.map((t, o) => ({name: t.name, task: t.regression ? 'regression' : 'classification', clean: n === 0 ? NaN : cleanPer[o][0] / n}));
+  }
   if (options.perExample) {
     const per: Record<string, Record<string, number[]>> = {};
     prepared.forEach((p, a) => {
@@ -700,7 +837,7 @@ function round(s: number): number {
  * @returns A plain JSON {@link LayerProfile}: per layer its mean activation
  *   norm, the absolute radius and the robust accuracy at each ε_rel.
  */
-export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: LayerProfileOptions = {}): LayerProfile {
+export function layerVulnerability(model: tfl.LayersModel, x: Tensors, y: Tensors, options: LayerProfileOptions = {}): LayerProfile {
   const who = 'layerVulnerability';
   const t0 = Date.now();
   checkInputs(model, x, y, who);
@@ -719,7 +856,8 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
   const layers = sites.map((s) => s.layer);
   const inputFlags = layers.map((l) => isInputSite(attacked, l));
   const shapes = sites.map((s) => s.inputShape.slice(1) as number[]);
-  const n = x.shape[0];
+  const n = batchSizeOf(x);
+  const tasks = tasksOf(model, typeof options.loss === 'string' || typeof options.loss === 'function' ? options.loss : undefined);
   const parts = batches(n, batchSize);
   let done = 0;
   const total = parts.length * (1 + layers.length * rel.length);
@@ -734,7 +872,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
     try {
       const r = forwardAdd(attacked, layers, xb, zeros);
       try {
-        clean.set(correctPredictions(yb, r.output as tf.Tensor), start);
+        clean.set(scoreBatch(tasks, yb, r.output).ok, start);
         const sums = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.sum(tf.sqrt(tf.sum(tf.square(tf.reshape(a, [size, -1])), 1))))));
         const s = sums.dataSync();
         sums.dispose();
@@ -743,7 +881,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
         disposeAddResult(r);
       }
     } finally {
-      tf.dispose([xb, yb, ...zeros]);
+      tf.dispose([...listOf(xb), ...listOf(yb), ...zeros]);
     }
     options.onProgress?.({stage: 'layer-profile', name: 'clean activations', done: ++done, total});
   }
@@ -767,9 +905,9 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
             loss: options.loss,
           });
           try {
-            const pred = predictDisturbed(attacked, xb, r.disturbances);
-            const ok = correctPredictions(yb, pred);
-            pred.dispose();
+            const pred = predictDisturbed(attacked, xb as Tensors, r.disturbances);
+            const ok = scoreBatch(tasks, yb, pred).ok;
+            tf.dispose(pred);
             for (let i = 0; i < size; i++) robust[l][k][start + i] = ok[i] & clean[start + i];
           } finally {
             tf.dispose([...r.disturbances, r.objective]);
@@ -778,7 +916,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: tf.Tensor, y: tf.T
         });
       });
     } finally {
-      tf.dispose([xb, yb]);
+      tf.dispose([...listOf(xb), ...listOf(yb)]);
     }
   });
 

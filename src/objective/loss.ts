@@ -429,3 +429,38 @@ export function assertCompatibleXY(model: tfl.LayersModel, x: Tensors, y: Tensor
     }
   });
 }
+
+/** Losses of regression outputs: robustness is then measured by the loss, not by an accuracy. */
+const REGRESSION = new Set([
+  'meansquarederror', 'mse', 'meanabsoluteerror', 'mae', 'meanabsolutepercentageerror', 'mape',
+  'meansquaredlogarithmicerror', 'msle', 'logcosh', 'poisson', 'cosineproximity', 'cosine',
+]);
+
+/** One model output as evaluation sees it. */
+export interface OutputTask {
+  /** Name of the layer that produces the output. */
+  name: string;
+  /** True when the output's compiled loss is a regression loss (meanSquaredError, meanAbsoluteError, …). */
+  regression: boolean;
+  /** The output's own per-example loss `(yTrue, yPred) → [B]`. */
+  loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.Tensor1D;
+}
+
+/**
+ * Per model output: its name, whether its compiled loss is a regression loss
+ * (then accuracy is undefined and evaluation reports the loss), and its own
+ * per-example loss. A model compiled with a custom loss function counts as a
+ * classifier unless the function's name is that of a regression loss.
+ */
+export function outputTasks(model: tfl.LayersModel, lossOverride?: string | LossFn | (string | LossFn)[]): OutputTask[] {
+  const outputNames = (model.outputs ?? []).map((t, i) => t.sourceLayer?.name ?? `output ${i}`);
+  const r = resolveLosses(model, lossOverride, 'outputTasks');
+  return outputNames.map((name, i) => {
+    const key = lossKey(compiledLossName(model, i, outputNames)) ?? lossKey(r.fns[i]);
+    return {
+      name,
+      regression: key != null && REGRESSION.has(key),
+      loss: (yTrue: tf.Tensor, yPred: tf.Tensor) => tf.tidy(() => toPerExample(r.fns[i](yTrue, yPred), yPred.shape[0], r.whats[i])),
+    };
+  });
+}
