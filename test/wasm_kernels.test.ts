@@ -105,6 +105,18 @@ describe('wasm kernels vs cpu: conv2d gradients', () => {
   }
 });
 
+describe('wasm kernels vs cpu: NCHW data format', () => {
+  it('Conv2DBackpropFilter (via transposes) and Conv2DBackpropInput (the backend\'s own kernel)', async () => {
+    const x = [3, 2, 9, 8];
+    const attrs = {strides: [2, 1], pad: 'same', dataFormat: 'NCHW'};
+    const dyShape = [3, 4, 5, 8];
+    await compare(() => tf.engine().runKernel('Conv2DBackpropFilter', {x: t4(x, 1), dy: t4(dyShape, 2)},
+        {...attrs, filterShape: [3, 3, 2, 4]} as unknown as tf.NamedAttrMap) as tf.Tensor, 'NCHW filter grad');
+    await compare(() => tf.engine().runKernel('Conv2DBackpropInput', {dy: t4(dyShape, 3), filter: t4([3, 3, 2, 4], 4)},
+        {...attrs, inputShape: x} as unknown as tf.NamedAttrMap) as tf.Tensor, 'NCHW input grad');
+  });
+});
+
 describe('wasm kernels vs cpu: depthwise gradients', () => {
   for (const [i, c] of CONV_CASES.entries()) {
     const mult = i % 2 === 0 ? 1 : 2;

@@ -70,7 +70,13 @@ const installed = new Map<string, tf.KernelConfig | null>();
 function implementation(key: OptionKey, original: tf.KernelConfig | undefined): WasmKernelFunc {
   switch (key) {
     case 'conv2dBackpropFilter': return conv2DBackpropFilter;
-    case 'conv2dBackpropInput': return conv2DBackpropInput;
+    case 'conv2dBackpropInput': {
+      // Only NHWC is composed here; anything else keeps the backend's own kernel.
+      const orig = original?.kernelFunc;
+      return (args) => orig != null && args.attrs?.dataFormat === 'NCHW'
+        ? orig(args as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo
+        : conv2DBackpropInput(args);
+    }
     case 'depthwiseConv2dBackpropFilter': return depthwiseConv2dNativeBackpropFilter;
     case 'depthwiseConv2dBackpropInput': return depthwiseConv2dNativeBackpropInput;
     case 'maxPoolGrad': return maxPoolGrad;

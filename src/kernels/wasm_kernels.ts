@@ -132,6 +132,17 @@ export function conv2DBackpropFilter({inputs, backend, attrs}: KernelArgs): Tens
   const b = backend as WasmBackendLike;
   const {x, dy} = inputs as {x: TensorInfo, dy: TensorInfo};
   const {strides, pad, dataFormat, dimRoundingMode, filterShape} = attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+  if (dataFormat === 'NCHW') {
+    // Same filter layout either way: move x and dy to NHWC and reuse the NHWC path.
+    const xs = transpose(b, x, [0, 2, 3, 1]);
+    let dys: TensorInfo | undefined;
+    try {
+      dys = transpose(b, dy, [0, 2, 3, 1]);
+      return conv2DBackpropFilter({inputs: {x: xs, dy: dys}, backend, attrs: {...attrs, dataFormat: 'NHWC'}});
+    } finally {
+      release(b, xs, dys);
+    }
+  }
   checkNHWC('Conv2DBackpropFilter', dataFormat);
   const info = backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast');
   const [, h, w] = x.shape;
