@@ -265,3 +265,24 @@ describe('regression losses and unbounded inner problems', () => {
     tf.dispose([x, y]);
   });
 });
+
+describe('callbacks', () => {
+  it('plain-object callbacks ({onBatchEnd}) mixed with adversarialCallback in one list, in either order', async () => {
+    const model = textCnn();
+    const adv = instrument(model);
+    const x = tokens(31);
+    const y = binary(32);
+    for (const order of ['ours first', 'plain first'] as const) {
+      const seen: number[] = [];
+      const plain = {onBatchEnd: async (_batch: number, logs?: tfl.Logs) => void seen.push(logs?.adv_objective as number)};
+      const ours = adversarialCallback({method: 'deep', maxIterations: 1, seed: 1});
+      const callbacks = (order === 'ours first' ? [ours, plain] : [plain, ours]) as unknown as tfl.CustomCallbackArgs[];
+      const h = await adv.fit(x, y, {epochs: 1, batchSize: 4, verbose: 0, callbacks});
+      assert.equal(seen.length, 2, `${order}: onBatchEnd called per batch`);
+      assert.ok(Number.isFinite(h.history.adv_objective[0] as number), `${order}: the adversarial callback ran`);
+      // The plain callback sees the batch keys when it is called after the attack step.
+      assert.ok(seen.every(Number.isFinite), `${order}: ${seen}`);
+    }
+    tf.dispose([x, y]);
+  });
+});

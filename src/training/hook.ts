@@ -108,6 +108,49 @@ export function installTrainHook(): void {
 
 installTrainHook();
 
+const CALLBACKS_KEY = Symbol.for('tfjs-deep-adversarial/fitCallbacks/wrapped/v1');
+
+/** A tfjs callback object (has `setParams`), as opposed to a plain `{onBatchEnd}` config object. */
+function isCallbackObject(c: unknown): boolean {
+  return c != null && typeof (c as {setParams?: unknown}).setParams === 'function';
+}
+
+/**
+ * tfjs wraps plain-object callbacks (`{onBatchEnd}`) in `tf.CustomCallback` only when the FIRST
+ * element of the list is a plain object, and then wraps every element, so a list that mixes them
+ * with callback objects such as `adversarialCallback(...)` fails ("no model was set",
+ * "callback.setParams is not a function"). This wraps `fit` / `fitDataset` once (idempotent, shared
+ * between copies of this package) so that, in a mixed list only, each plain object is wrapped as
+ * tfjs wraps it when alone (`new tf.CustomCallback(obj, yieldEvery)`); every other list is passed
+ * through unchanged.
+ *
+ * @internal
+ */
+export function installCallbackListFix(): void {
+  const p = tfl.LayersModel.prototype as unknown as Record<string, ((...a: unknown[]) => unknown) & {[CALLBACKS_KEY]?: true}>;
+  for (const method of ['fit', 'fitDataset'] as const) {
+    const original = p[method];
+    if (typeof original !== 'function' || original[CALLBACKS_KEY]) continue;
+    const argIndex = method === 'fit' ? 2 : 1;
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+      const a = args[argIndex] as {callbacks?: unknown; yieldEvery?: unknown} | undefined;
+      const list = a?.callbacks;
+      if (Array.isArray(list) && list.some(isCallbackObject) && list.some((c) => !isCallbackObject(c))) {
+        const fixed = list.map((c) =>
+          isCallbackObject(c) ? c : new tfl.CustomCallback(c as tfl.CustomCallbackArgs, a?.yieldEvery as undefined),
+        );
+        args = [...args];
+        args[argIndex] = {...a, callbacks: fixed};
+      }
+      return original.apply(this, args);
+    } as ((...a: unknown[]) => unknown) & {[CALLBACKS_KEY]?: true};
+    wrapped[CALLBACKS_KEY] = true;
+    p[method] = wrapped;
+  }
+}
+
+installCallbackListFix();
+
 /** True when `model.makeTrainFunction` is the wrapped one (false e.g. for a model from another tfjs-layers copy). @internal */
 export function isHooked(model: tfl.LayersModel): boolean {
   const fn = modelMakeTrainFunction(model) as Wrapped | undefined;
