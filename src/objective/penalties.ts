@@ -18,6 +18,7 @@
  * {@link DEFAULT_CONSTRAINT_LAMBDA}.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {expandAs, maxPerExample, sumPerExample} from '../solvers/batched.js';
 
 /**
  * Default λ for the constraint-style penalties (`linf`, `l2`, `l1`, `box`).
@@ -36,7 +37,7 @@ export type Box = [number, number];
 /** ρ(d) = −λ‖d‖² (optionally with a box on the neurons). */
 export interface QuadraticPenalty {
   kind: 'quadratic';
-  /** λ ≥ 0; larger means smaller disturbances. */
+  /** λ > 0 (0, negative or non-finite values are refused); larger means smaller disturbances. */
   lambda: number;
   /** Optional box on the neurons n = f(·) + d. */
   box?: Box;
@@ -49,7 +50,7 @@ export interface NormBallPenalty {
   kind: 'linf' | 'l2' | 'l1';
   /** Radius ε ≥ 0 of the ball. */
   epsilon: number;
-  /** λ ≥ 0 of the relu² approximation; defaults to {@link DEFAULT_CONSTRAINT_LAMBDA}. */
+  /** λ > 0 of the relu² approximation; defaults to {@link DEFAULT_CONSTRAINT_LAMBDA}. */
   lambda?: number;
   /** Optional box on the neurons n = f(·) + d (for ℓ = 0: the valid input range). */
   box?: Box;
@@ -65,9 +66,16 @@ export const DEFAULT_PENALTY: PenaltyConfig = Object.freeze({kind: 'quadratic', 
 
 const KINDS = ['quadratic', 'linf', 'l2', 'l1'] as const;
 
-function checkNumber(value: unknown, field: string, where: string): number {
+function checkNumber(value: unknown, field: string, where: string, positive = false): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     throw new Error(`${where}: penalty field '${field}' must be a finite number, got ${String(value)}.`);
+  }
+  if (positive && !(value > 0)) {
+    throw new Error(
+      `${where}: penalty field '${field}' must be > 0, got ${value}: with ${field} = 0 nothing bounds the disturbance ` +
+        `(the attack would only stop at the loss's clip ceiling). Use a small positive value for a weak penalty, ` +
+        `or switch the layer off (penalty null).`,
+    );
   }
   if (value < 0) {
     throw new Error(`${where}: penalty field '${field}' must be >= 0, got ${value}.`);
@@ -103,37 +111,23 @@ export function validatePenalty(config: unknown, where = 'penalty'): PenaltyConf
     box = [lo, hi];
   }
   if (kind === 'quadratic') {
-    const out: QuadraticPenalty = {kind, lambda: checkNumber(c.lambda, 'lambda', where)};
+    const out: QuadraticPenalty = {kind, lambda: checkNumber(c.lambda, 'lambda', where, true)};
     if (box) {
       out.box = box;
-      out.boxLambda = c.boxLambda === undefined ? DEFAULT_CONSTRAINT_LAMBDA : checkNumber(c.boxLambda, 'boxLambda', where);
+      out.boxLambda = c.boxLambda === undefined ? DEFAULT_CONSTRAINT_LAMBDA : checkNumber(c.boxLambda, 'boxLambda', where, true);
     }
     return out;
   }
-  const lambda = c.lambda === undefined ? DEFAULT_CONSTRAINT_LAMBDA : checkNumber(c.lambda, 'lambda', where);
+  const lambda = c.lambda === undefined ? DEFAULT_CONSTRAINT_LAMBDA : checkNumber(c.lambda, 'lambda', where, true);
   const out: NormBallPenalty = {kind: kind as NormBallPenalty['kind'], epsilon: checkNumber(c.epsilon, 'epsilon', where), lambda};
   if (box) {
     out.box = box;
-    out.boxLambda = c.boxLambda === undefined ? lambda : checkNumber(c.boxLambda, 'boxLambda', where);
+    out.boxLambda = c.boxLambda === undefined ? lambda : checkNumber(c.boxLambda, 'boxLambda', where, true);
   }
   return out;
 }
 
-/** Sums every axis but the first: `[B, ...] → [B]`. */
-export function sumPerExample(t: tf.Tensor): tf.Tensor1D {
-  if (t.rank === 1) return t as tf.Tensor1D;
-  const axes = [];
-  for (let i = 1; i < t.rank; i++) axes.push(i);
-  return tf.sum(t, axes) as tf.Tensor1D;
-}
-
-/** Max over every axis but the first: `[B, ...] → [B]`. */
-function maxPerExample(t: tf.Tensor): tf.Tensor1D {
-  if (t.rank === 1) return t as tf.Tensor1D;
-  const axes = [];
-  for (let i = 1; i < t.rank; i++) axes.push(i);
-  return tf.max(t, axes) as tf.Tensor1D;
-}
+export {sumPerExample};
 
 /** Per-example ‖d‖ of the penalty's norm (L∞, L2 or L1); for `quadratic`, L2. */
 export function normPerExample(d: tf.Tensor, kind: PenaltyConfig['kind']): tf.Tensor1D {
@@ -242,7 +236,7 @@ export function projectDisturbance(config: PenaltyConfig, d: tf.Tensor, base?: t
     } else if (config.kind === 'l2') {
       const norm = tf.sqrt(sumPerExample(tf.square(d)));
       const scale = tf.minimum(1, tf.div(config.epsilon, tf.maximum(norm, 1e-12)));
-      p = tf.mul(d, tf.reshape(scale, [d.shape[0], ...d.shape.slice(1).map(() => 1)]));
+      p = tf.mul(d, expandAs(scale, d));
     } else if (config.kind === 'l1') {
       p = projectL1(d, config.epsilon);
     }
@@ -251,5 +245,100 @@ export function projectDisturbance(config: PenaltyConfig, d: tf.Tensor, base?: t
       p = tf.sub(tf.clipByValue(tf.add(base, p), lo, hi), base);
     }
     return p === d ? tf.clone(d) : p;
+  });
+}
+
+/**
+ * ∂ρ/∂d per coordinate, the partial derivative at fixed layer input (the sign convention of ρ:
+ * ≤ 0 curvature, so this pulls d back into its ball/box). `base` (the layer input) is needed for
+ * the box term; without it the box term is left out (callers then treat it as part of the smooth
+ * remainder, whose gradient comes from backpropagation).
+ */
+export function penaltyGradient(config: PenaltyConfig, d: tf.Tensor, base?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    let g: tf.Tensor;
+    if (config.kind === 'quadratic') {
+      g = tf.mul(-2 * config.lambda, d);
+    } else {
+      const lambda = config.lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+      const eps = config.epsilon;
+      if (config.kind === 'linf') {
+        g = tf.mul(-2 * lambda, tf.mul(tf.sign(d), tf.relu(tf.sub(tf.abs(d), eps))));
+      } else if (config.kind === 'l2') {
+        const norm = tf.sqrt(tf.add(sumPerExample(tf.square(d)), 1e-20));
+        const f = tf.div(tf.mul(-2 * lambda, tf.relu(tf.sub(norm, eps))), norm);
+        g = tf.mul(d, expandAs(f, d));
+      } else {
+        const f = tf.mul(-2 * lambda, tf.relu(tf.sub(sumPerExample(tf.abs(d)), eps)));
+        g = tf.mul(tf.sign(d), expandAs(f, d));
+      }
+    }
+    if (config.box && base) {
+      const n = tf.add(base, d);
+      const [lo, hi] = config.box;
+      const lb = 2 * (config.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA);
+      g = tf.add(g, tf.mul(lb, tf.sub(tf.relu(tf.sub(lo, n)), tf.relu(tf.sub(n, hi)))));
+    }
+    return g;
+  });
+}
+
+/**
+ * The maximiser u of the linearised objective gᵀu + ρ(u), per example: where the deep attack's
+ * disturbance-space solver aims (its search direction is u − d). `g` is the gradient of the rest
+ * of the objective (the loss) w.r.t. d. Exact, coordinate by coordinate, for:
+ * - `quadratic`: u = g / (2λ); with a box (and `base`), the piecewise-quadratic maximiser that
+ *   lets n = base + u exceed the box by g/(2(λ + λ_box)) scaled accordingly;
+ * - `linf`: u = ±(ε + |g|/(2λ)) — the corner of the ball plus the overshoot the soft penalty
+ *   allows; with a box (and `base`, assumed inside the box), the kink at the box edge too.
+ *   Coordinates with g = 0 keep d;
+ * - `l2`: u = (ε + ‖g‖/(2λ))·g/‖g‖ (box not included);
+ * - `l1`: no closed form used: u = d + (g + ∂ρ/∂d)/(2λ), a preconditioned gradient step.
+ * This is, for a quadratic penalty, exactly the preconditioned fixed point d = ∇_d c / (2λ).
+ */
+export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.Tensor, base?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const box = base ? config.box : undefined;
+    const lb = config.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+    if (config.kind === 'quadratic') {
+      const lam = config.lambda;
+      const u = tf.div(g, 2 * lam);
+      if (!box || !base) return u;
+      const [lo, hi] = box;
+      const n = tf.add(base, u);
+      const above = tf.div(tf.add(g, tf.mul(2 * lb, tf.sub(hi, base))), 2 * (lam + lb));
+      const below = tf.div(tf.add(g, tf.mul(2 * lb, tf.sub(lo, base))), 2 * (lam + lb));
+      return tf.where(tf.greater(n, hi), above, tf.where(tf.less(n, lo), below, u));
+    }
+    const lam = config.lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+    const eps = config.epsilon;
+    if (config.kind === 'linf') {
+      const pos = tf.greater(g, 0);
+      const ag = tf.abs(g);
+      let v: tf.Tensor;
+      if (box && base) {
+        const [lo, hi] = box;
+        // kink of the box along the sign of g (clamped at 0 when base lies outside the box)
+        const bk = tf.relu(tf.where(pos, tf.sub(hi, base), tf.sub(base, lo)));
+        const boxFirst = tf.less(bk, eps);
+        const k1 = tf.minimum(bk, eps);
+        const k2 = tf.maximum(bk, eps);
+        const l1 = tf.where(boxFirst, tf.fill(g.shape, lb), tf.fill(g.shape, lam));
+        const l2 = tf.where(boxFirst, tf.fill(g.shape, lam), tf.fill(g.shape, lb));
+        const v1 = tf.add(k1, tf.div(ag, tf.mul(2, l1)));
+        const v2 = tf.div(tf.add(ag, tf.add(tf.mul(tf.mul(2, l1), k1), tf.mul(tf.mul(2, l2), k2))), tf.mul(2, tf.add(l1, l2)));
+        v = tf.where(tf.lessEqual(v1, k2), v1, v2);
+      } else {
+        v = tf.add(eps, tf.div(ag, 2 * lam));
+      }
+      return tf.where(tf.equal(g, 0), d, tf.where(pos, v, tf.neg(v)));
+    }
+    if (config.kind === 'l2') {
+      const norm = tf.sqrt(sumPerExample(tf.square(g)));
+      const len = tf.add(eps, tf.div(norm, 2 * lam));
+      const u = tf.mul(g, expandAs(tf.div(len, tf.maximum(norm, 1e-30)), g));
+      return tf.where(tf.equal(expandAs(norm, g), 0), d, u);
+    }
+    return tf.add(d, tf.div(tf.add(g, penaltyGradient(config, d)), 2 * lam));
   });
 }

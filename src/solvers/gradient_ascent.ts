@@ -5,21 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {
-  axpy,
-  batchDot,
-  checkBatch,
-  disposeStateExcept,
-  evaluate,
-  expandAs,
-  whereRows,
-  recordValues,
-  finitePerExample,
-  forwardOnlyResult,
-  gradientTest,
-  mean,
-  toFloatCopy,
-} from './cg.js';
+import {axpy, checkBatch, TINY} from './batched.js';
+import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
 
 /** Options of {@link gradientAscent}. */
 export interface GradientAscentOptions extends SolverOptions {
@@ -66,147 +53,35 @@ export function gradientAscent(
   options: GradientAscentOptions,
 ): SolverResult {
   const B = checkBatch(x0);
-  const eta = options.stepSize;
-  if (!(Number.isFinite(eta) && eta > 0)) {
+  const eta = options?.stepSize;
+  if (!(typeof eta === 'number' && Number.isFinite(eta) && eta > 0)) {
     throw new Error(`gradientAscent: stepSize must be a positive number, got ${eta}`);
   }
-  const maxIterations = options.maxIterations ?? 50;
-  const tol = options.tolerance ?? 1e-6;
-  const gtol = options.gradientTolerance ?? 1e-6;
-  const budget = options.maxGradientEvaluations ?? Infinity;
+  const t = tolerances(options);
   const normalize = options.normalize ?? 'none';
   const monotone = options.monotone ?? false;
-  const maxRejections = options.maxConsecutiveRejections ?? 6;
 
-  if (!(budget >= 1)) return forwardOnlyResult(f, x0, B);
-
-  type State = {x: tf.Tensor[]; J: tf.Tensor1D; g: tf.Tensor[]; gg: tf.Tensor1D; scale: tf.Tensor1D};
-  const history: number[] = [];
-  const exampleHistory: number[][] = [];
-  let gradientEvaluations = 0;
-  let state: State | null = null;
-  try {
-    const init = tf.tidy(() => {
-      const x = x0.map(toFloatCopy);
-      const e = evaluate(f, x, B);
-      gradientEvaluations++;
-      const fin = finitePerExample(e.value, e.grads, x, B);
-      const g = e.grads.map((gi) => whereRows(fin, gi, tf.zerosLike(gi)));
-      const gg = batchDot(g, g, B);
-      const packed = tf.concat([
-        e.value,
-        tf.cast(fin, 'float32'),
-        tf.cast(gradientTest(gg, e.value, gtol), 'float32'),
-      ]);
-      const s: State = {x, J: e.value, g, gg, scale: tf.ones([B]) as tf.Tensor1D};
-      return {s, packed};
-    });
-    state = init.s;
-    const v0 = init.packed.dataSync();
-    init.packed.dispose();
-
-    const active = new Uint8Array(B);
-    const rejections = new Int32Array(B);
-    let nonFinite = 0;
-    let converged = 0;
-    let stalled = 0;
-    const J0 = Array.from(v0.subarray(0, B));
-    for (let b = 0; b < B; b++) {
-      if (v0[B + b] !== 1) nonFinite++;
-      else if (v0[2 * B + b] === 1) converged++;
-      else active[b] = 1;
-    }
-    recordValues(J0, history, exampleHistory);
-
-    let iterations = 0;
-    while (iterations < maxIterations && active.some((a) => a === 1)) {
-      if (budget - gradientEvaluations < 1) break;
-      const old: State = state;
-      const next = tf.tidy(() => {
-        const act = tf.tensor1d(active, 'bool');
-        let step = tf.where(act, tf.mul(eta, old.scale), tf.zerosLike(old.scale)) as tf.Tensor1D;
-        if (normalize === 'l2') {
-          step = tf.div(step, tf.maximum(tf.sqrt(old.gg), 1e-30)) as tf.Tensor1D;
-        }
-        const xn = axpy(old.x, step, old.g);
-        const N = evaluate(f, xn, B);
-        gradientEvaluations++;
-        const fin = finitePerExample(N.value, N.grads, xn, B);
-        const nonFin = tf.logicalAnd(act, tf.logicalNot(fin));
-        const ok = tf.logicalAnd(act, fin);
-        const accept = monotone ? tf.logicalAnd(ok, tf.greaterEqual(N.value, old.J)) : ok;
-        const reject = tf.logicalAnd(ok, tf.logicalNot(accept));
-
-        const gg = batchDot(N.grads, N.grads, B);
-        const dJ = tf.sub(N.value, old.J);
-        const valueConv =
-          tol >= 0
-            ? tf.logicalAnd(
-                tf.greaterEqual(dJ, 0),
-                tf.lessEqual(dJ, tf.mul(tol, tf.maximum(1, tf.abs(old.J)))),
-              )
-            : tf.cast(tf.zerosLike(dJ), 'bool');
-        const conv = tf.logicalAnd(accept, tf.logicalOr(valueConv, gradientTest(gg, N.value, gtol)));
-
-        const sel = (a: tf.Tensor, b: tf.Tensor, m: tf.Tensor): tf.Tensor =>
-          whereRows(m, a, b);
-        const s: State = {
-          x: xn.map((xi, i) => sel(xi, old.x[i], accept)),
-          J: sel(N.value, old.J, accept) as tf.Tensor1D,
-          g: N.grads.map((gi, i) => sel(gi, old.g[i], accept)),
-          gg: sel(gg, old.gg, accept) as tf.Tensor1D,
-          scale: sel(tf.mul(0.5, old.scale), old.scale, reject) as tf.Tensor1D,
-        };
-        const packed = tf.concat([
-          s.J,
-          tf.cast(accept, 'float32'),
-          tf.cast(nonFin, 'float32'),
-          tf.cast(conv, 'float32'),
-        ]);
-        return {s, packed};
-      });
-      state = next.s;
-      disposeStateExcept(old, state);
-      const v = next.packed.dataSync();
-      next.packed.dispose();
-      iterations++;
-
-      for (let b = 0; b < B; b++) {
-        if (active[b] !== 1) continue;
-        if (v[2 * B + b] === 1) {
-          nonFinite++;
-          active[b] = 0;
-        } else if (v[B + b] === 1) {
-          rejections[b] = 0;
-          if (v[3 * B + b] === 1) {
-            converged++;
-            active[b] = 0;
-          }
-        } else if (++rejections[b] >= maxRejections) {
-          stalled++;
-          active[b] = 0;
-        }
-      }
-      const m = recordValues(Array.from(v.subarray(0, B)), history, exampleHistory);
-      options.onIteration?.({iteration: iterations, meanObjective: m, gradientEvaluations});
-    }
-
-    const done = state;
-    state = null;
-    tf.dispose([done.g, done.gg, done.scale]);
-    return {
-      xs: done.x,
-      objective: done.J,
-      iterations,
-      gradientEvaluations,
-      functionEvaluations: 0,
-      history,
-      exampleHistory,
-      nonFinite,
-      converged,
-      stalled,
-    };
-  } finally {
-    if (state != null) tf.dispose([state.x, state.J, state.g, state.gg, state.scale]);
-  }
+  type State = BaseState & {scale: tf.Tensor1D};
+  return runSolver<State>(f, x0, options, {
+    maxIterations: options.maxIterations ?? 50,
+    restartEvery: Infinity,
+    maxConsecutiveRejections: monotone ? (options.maxConsecutiveRejections ?? 6) : Infinity,
+    evalsForIteration: (remaining) => (remaining >= 1 ? 1 : 0),
+    init: (s) => ({...s, scale: tf.ones([B]) as tf.Tensor1D}),
+    step: (old, ctx) => {
+      let step = tf.where(ctx.active, tf.mul(eta, old.scale), tf.zerosLike(old.scale)) as tf.Tensor1D;
+      if (normalize === 'l2') step = tf.div(step, tf.maximum(tf.sqrt(old.gg), TINY)) as tf.Tensor1D;
+      const xn = axpy(old.x, step, old.g);
+      const e = ctx.evaluate(xn);
+      const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t, monotone);
+      const state: State = {
+        x: selectRows(a.accept, xn, old.x),
+        J: tf.where(a.accept, e.value, old.J) as tf.Tensor1D,
+        g: selectRows(a.accept, e.grads, old.g),
+        gg: tf.where(a.accept, a.gg, old.gg) as tf.Tensor1D,
+        scale: tf.where(a.reject, tf.mul(0.5, old.scale), old.scale) as tf.Tensor1D,
+      };
+      return {state, accept: a.accept, nonFinite: a.nonFinite, converged: a.converged};
+    },
+  });
 }

@@ -1,0 +1,261 @@
+/**
+ * The iteration driver shared by every solver: per-example freezing, acceptance and stopping
+ * tests, the gradient-evaluation budget, the histories, and exactly one host read-back per
+ * iteration. A solver supplies only its state and one `step` (direction + line search).
+ *
+ * @packageDocumentation
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
+import {
+  batchDot,
+  checkBatch,
+  disposeAll,
+  disposeStateExcept,
+  evaluate,
+  finitePerExample,
+  forwardOnlyResult,
+  gradientTest,
+  recordValues,
+  toFloatCopy,
+  whereRows,
+} from './batched.js';
+
+/** What every solver state carries: the current point, its J_b and gradient (rows of frozen examples never change). */
+export interface BaseState {
+  x: tf.Tensor[];
+  J: tf.Tensor1D;
+  g: tf.Tensor[];
+  /** ‖g_b‖², per example. */
+  gg: tf.Tensor1D;
+}
+
+/** One batched evaluation as the driver hands it to a step. */
+export interface Evaluation {
+  value: tf.Tensor1D;
+  grads: tf.Tensor[];
+  /** per example: value, gradient and point finite. */
+  finite: tf.Tensor1D;
+}
+
+/** What a step gets from the driver (all tensors owned by the driver's tidy). */
+export interface StepContext {
+  B: number;
+  /** bool [B]: examples still iterating (frozen ones must keep their rows). */
+  active: tf.Tensor1D;
+  /** bool [B]: examples whose direction must restart at steepest ascent now (`restartEvery`). */
+  restartDue: tf.Tensor1D;
+  /** evaluations this iteration may spend (≥ 1; every call of `evaluate` spends one). */
+  evals: number;
+  /** one batched gradient evaluation at `xs` (counted). */
+  evaluate(xs: tf.Tensor[]): Evaluation;
+}
+
+/** What a step returns: the next state and per-example flags (bool [B]). */
+export interface StepResult<S extends BaseState> {
+  state: S;
+  /** active, finite and accepted (the point moved). */
+  accept: tf.Tensor1D;
+  /** active and met a non-finite value (frozen at its last finite point). */
+  nonFinite: tf.Tensor1D;
+  /** accepted and met the value or gradient tolerance. */
+  converged: tf.Tensor1D;
+  /** the direction was reset to steepest ascent (restart counter back to 0). Default: every example. */
+  restarted?: tf.Tensor1D;
+}
+
+/** A solver as the driver runs it. */
+export interface SolverSpec<S extends BaseState> {
+  /** Maximum number of iterations (after the defaults of the solver). */
+  maxIterations: number;
+  /** restart period (β = 0 every that many consecutive non-restarted steps); Infinity = never. */
+  restartEvery: number;
+  /** an example rejected this many times in a row is frozen as stalled (Infinity: never). */
+  maxConsecutiveRejections: number;
+  /** evaluations the next iteration spends given what is left of the budget (0: stop). */
+  evalsForIteration(remaining: number): number;
+  /** the solver state at the start point, from the driver's base state (inside a tidy). */
+  init(base: BaseState, B: number): S;
+  /** one iteration (inside a tidy). */
+  step(old: S, ctx: StepContext): StepResult<S>;
+}
+
+/** Resolved stopping tolerances. */
+export interface Tolerances {
+  tol: number;
+  gtol: number;
+}
+
+export function tolerances(options: SolverOptions): Tolerances {
+  return {tol: options.tolerance ?? 1e-6, gtol: options.gradientTolerance ?? 1e-6};
+}
+
+/**
+ * The standard per-example acceptance of a candidate point: finite, and (when `monotone`)
+ * J_new ≥ J_old. Returns the flags and `select(a, b)`, a row-wise select of accepted rows.
+ * The value test (`tolerance`) counts accepted steps with 0 ≤ ΔJ ≤ tol·max(1, |J_old|).
+ */
+export function acceptance(
+  old: BaseState,
+  cand: {J: tf.Tensor1D; g: tf.Tensor[]; finite: tf.Tensor1D},
+  active: tf.Tensor1D,
+  B: number,
+  t: Tolerances,
+  monotone = true,
+): {accept: tf.Tensor1D; reject: tf.Tensor1D; nonFinite: tf.Tensor1D; converged: tf.Tensor1D; gg: tf.Tensor1D} {
+  const nonFinite = tf.logicalAnd(active, tf.logicalNot(cand.finite)) as tf.Tensor1D;
+  const ok = tf.logicalAnd(active, cand.finite);
+  const accept = (monotone ? tf.logicalAnd(ok, tf.greaterEqual(cand.J, old.J)) : ok) as tf.Tensor1D;
+  const reject = tf.logicalAnd(ok, tf.logicalNot(accept)) as tf.Tensor1D;
+  const gg = batchDot(cand.g, cand.g, B);
+  const dJ = tf.sub(cand.J, old.J);
+  const valueConv =
+    t.tol >= 0
+      ? tf.logicalAnd(tf.greaterEqual(dJ, 0), tf.lessEqual(dJ, tf.mul(t.tol, tf.maximum(1, tf.abs(old.J)))))
+      : tf.cast(tf.zerosLike(dJ), 'bool');
+  const converged = tf.logicalAnd(accept, tf.logicalOr(valueConv, gradientTest(gg, cand.J, t.gtol))) as tf.Tensor1D;
+  return {accept, reject, nonFinite, converged, gg};
+}
+
+/** Row-wise select of a whole list. */
+export function selectRows(mask: tf.Tensor, a: tf.Tensor[], b: tf.Tensor[]): tf.Tensor[] {
+  return a.map((ai, i) => whereRows(mask, ai, b[i]));
+}
+
+/**
+ * Runs a solver: one evaluation at x0, then iterations until every example is frozen, the
+ * iteration limit, or the budget. Guarantees (for every solver built on it): at most one host
+ * read-back per iteration (plus one at the start); every iteration in a `tf.tidy`; only the
+ * returned tensors survive; `x0` is neither modified nor disposed; `gradientEvaluations ≤
+ * maxGradientEvaluations`.
+ */
+export function runSolver<S extends BaseState>(
+  f: BatchObjective,
+  x0: tf.Tensor[],
+  options: SolverOptions,
+  spec: SolverSpec<S>,
+): SolverResult {
+  const B = checkBatch(x0);
+  const t = tolerances(options);
+  const budget = options.maxGradientEvaluations ?? Infinity;
+  if (!(budget >= 1)) return forwardOnlyResult(f, x0, B);
+  const restartEvery = spec.restartEvery;
+
+  const history: number[] = [];
+  const exampleHistory: number[][] = [];
+  let gradientEvaluations = 0;
+  let state: S | null = null;
+  try {
+    const init = tidyState(() => {
+      const x = x0.map(toFloatCopy);
+      const e = evaluate(f, x, B);
+      gradientEvaluations++;
+      const fin = finitePerExample(e.value, e.grads, x, B);
+      const g = e.grads.map((gi) => whereRows(fin, gi, tf.zerosLike(gi)));
+      const gg = batchDot(g, g, B);
+      const s = spec.init({x, J: e.value, g, gg}, B);
+      const packed = tf.concat([e.value, tf.cast(fin, 'float32'), tf.cast(gradientTest(gg, e.value, t.gtol), 'float32')]);
+      return {s, packed};
+    });
+    state = init.s;
+    const v0 = init.packed.dataSync();
+    init.packed.dispose();
+
+    const active = new Uint8Array(B);
+    const sinceRestart = new Int32Array(B);
+    const rejections = new Int32Array(B);
+    let nonFinite = 0;
+    let converged = 0;
+    let stalled = 0;
+    for (let b = 0; b < B; b++) {
+      if (v0[B + b] !== 1) nonFinite++;
+      else if (v0[2 * B + b] === 1) converged++;
+      else active[b] = 1;
+    }
+    recordValues(Array.from(v0.subarray(0, B)), history, exampleHistory);
+
+    let iterations = 0;
+    while (iterations < spec.maxIterations && active.some((a) => a === 1)) {
+      const evals = spec.evalsForIteration(budget - gradientEvaluations);
+      if (evals < 1) break;
+      const due = new Uint8Array(B);
+      for (let b = 0; b < B; b++) due[b] = sinceRestart[b] + 1 >= restartEvery ? 1 : 0;
+      const old = state as S;
+      const next = tidyState(() => {
+        const ctx: StepContext = {
+          B,
+          active: tf.tensor1d(active, 'bool'),
+          restartDue: tf.tensor1d(due, 'bool'),
+          evals,
+          evaluate: (xs: tf.Tensor[]) => {
+            const e = evaluate(f, xs, B);
+            gradientEvaluations++;
+            return {...e, finite: finitePerExample(e.value, e.grads, xs, B)};
+          },
+        };
+        const r = spec.step(old, ctx);
+        const restarted = r.restarted ?? tf.onesLike(r.accept);
+        const packed = tf.concat([
+          r.state.J,
+          tf.cast(r.accept, 'float32'),
+          tf.cast(r.nonFinite, 'float32'),
+          tf.cast(r.converged, 'float32'),
+          tf.cast(restarted, 'float32'),
+        ]);
+        return {s: r.state, packed};
+      });
+      state = next.s;
+      disposeStateExcept(old, state);
+      const v = next.packed.dataSync();
+      next.packed.dispose();
+      iterations++;
+
+      for (let b = 0; b < B; b++) {
+        if (active[b] !== 1) continue;
+        if (v[2 * B + b] === 1) {
+          nonFinite++;
+          active[b] = 0;
+        } else if (v[B + b] === 1) {
+          rejections[b] = 0;
+          sinceRestart[b] = v[4 * B + b] === 1 ? 0 : sinceRestart[b] + 1;
+          if (v[3 * B + b] === 1) {
+            converged++;
+            active[b] = 0;
+          }
+        } else {
+          rejections[b]++;
+          sinceRestart[b] = 0;
+          if (rejections[b] >= spec.maxConsecutiveRejections) {
+            stalled++;
+            active[b] = 0;
+          }
+        }
+      }
+      const m = recordValues(Array.from(v.subarray(0, B)), history, exampleHistory);
+      options.onIteration?.({iteration: iterations, meanObjective: m, gradientEvaluations});
+    }
+
+    const done = state;
+    state = null;
+    disposeStateExcept(done, {x: done.x, J: done.J});
+    return {
+      xs: done.x,
+      objective: done.J,
+      iterations,
+      gradientEvaluations,
+      functionEvaluations: 0,
+      history,
+      exampleHistory,
+      nonFinite,
+      converged,
+      stalled,
+    };
+  } finally {
+    if (state != null) disposeAll(state);
+  }
+}
+
+/** `tf.tidy` for a solver state plus one packed read-back tensor (the state type is not a TensorContainer for TypeScript). */
+function tidyState<S>(fn: () => {s: S; packed: tf.Tensor}): {s: S; packed: tf.Tensor} {
+  return tf.tidy(fn as unknown as () => tf.TensorContainer) as unknown as {s: S; packed: tf.Tensor};
+}
