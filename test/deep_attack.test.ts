@@ -268,10 +268,166 @@ test("init 'gradient': on logistic regression the linearised start is the exact 
     const z = row.reduce((acc, v, k) => acc + (v - 0.2 * s * Math.sign(w[k])) * w[k], b);
     return Math.log1p(Math.exp(-s * z)); // binary cross-entropy at the worst point
   });
-  const r = deepAttack(model, x, y, {maxIterations: 0, project: true, seed: 2});
+  const r = deepAttack(model, x, y, {space: 'neuron', maxIterations: 0, project: true, seed: 2});
   assert.equal(r.gradientEvaluations, 2, 'the linearised step plus the solver start');
+  // disturbance space: the solver's first step from d = 0 is the same linearised maximiser
+  const ds = deepAttack(model, x, y, {maxIterations: 1, firstStep: 'unit', project: true});
+  assert.equal(ds.gradientEvaluations, 2, 'the start plus one step');
+  ds.objective.dataSync().forEach((v, i) => assert.ok(Math.abs(v - worst[i]) <= 1e-4 * Math.max(1, worst[i]), `d-space example ${i}: ${v} vs closed form ${worst[i]}`));
+  tf.dispose([ds.objective, ...ds.disturbances]);
   r.objective.dataSync().forEach((v, i) => assert.ok(Math.abs(v - worst[i]) <= 1e-4 * Math.max(1, worst[i]), `example ${i}: ${v} vs closed form ${worst[i]}`));
-  const rnd = deepAttack(model, x, y, {maxIterations: 0, project: true, seed: 2, init: 'random'});
+  const rnd = deepAttack(model, x, y, {space: 'neuron', maxIterations: 0, project: true, seed: 2, init: 'random'});
   rnd.objective.dataSync().forEach((v, i) => assert.ok(v < worst[i] - 1e-3, `random start ${v} is below the worst case ${worst[i]}`));
   tf.dispose([x, y, r.objective, ...r.disturbances, rnd.objective, ...rnd.disturbances]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The default (disturbance-space) solver against a long independent maximiser
+// ---------------------------------------------------------------------------------------------
+import {rand} from './fixtures/random.js';
+import {adversarialStep} from '../src/index.js';
+import {resolveDeepAttackOptions} from '../src/attacks/deep.js';
+
+/** A tiny tanh MLP 6-8-8-3 trained on a synthetic 3-class problem (deterministic). */
+async function tinyTrained(): Promise<{model: tfl.LayersModel; x: tf.Tensor2D; y: tf.Tensor2D}> {
+  const n = 96;
+  const x = tf.tensor2d(rand(n * 6, 11), [n, 6]);
+  const W = tf.tensor2d(rand(18, 12), [6, 3]);
+  const y = tf.tidy(() => tf.cast(tf.oneHot(tf.argMax(tf.matMul(x, W), 1) as tf.Tensor1D, 3), 'float32')) as tf.Tensor2D;
+  W.dispose();
+  const model = tfl.sequential({
+    layers: [
+      tfl.layers.dense({units: 8, inputShape: [6], activation: 'tanh', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
+      tfl.layers.dense({units: 8, activation: 'tanh', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
+      tfl.layers.dense({units: 3, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
+    ],
+  });
+  model.compile({optimizer: tf.train.adam(0.05), loss: 'categoricalCrossentropy'});
+  await model.fit(x, y, {epochs: 40, batchSize: 32, shuffle: false, verbose: 0});
+  return {model, x, y};
+}
+
+/** Eq. 9 by hand (own forward pass from the weights, own penalties, tfjs's clipped cross-entropy). */
+function handJ(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, ds: tf.Tensor[], linf: boolean): tf.Tensor1D {
+  const w = model.getWeights();
+  const h0 = tf.add(x, ds[0]);
+  const h1 = tf.add(tf.tanh(tf.add(tf.matMul(h0 as tf.Tensor2D, w[0] as tf.Tensor2D), w[1])), ds[1]);
+  const h2 = tf.add(tf.tanh(tf.add(tf.matMul(h1 as tf.Tensor2D, w[2] as tf.Tensor2D), w[3])), ds[2]);
+  const p = tf.clipByValue(tf.softmax(tf.add(tf.matMul(h2 as tf.Tensor2D, w[4] as tf.Tensor2D), w[5])), 1e-7, 1 - 1e-7);
+  let j: tf.Tensor = tf.neg(tf.sum(tf.mul(y, tf.log(p)), 1));
+  const sq = (t: tf.Tensor) => tf.sum(tf.square(t), 1);
+  j = tf.sub(j, linf ? tf.mul(100, sq(tf.relu(tf.sub(tf.abs(ds[0]), 0.1)))) : sq(ds[0]));
+  return tf.sub(tf.sub(j, sq(ds[1])), sq(ds[2])) as tf.Tensor1D;
+}
+
+/**
+ * Long Adam runs on eq. 9 from d = 0 (two step sizes, per-example best): the independent reference.
+ * (Random starts of scale ~1 find other, higher local maxima on this tanh net that no local method
+ * reaches from d = 0 — see README, solver benchmark — so they are not part of this unit test.)
+ */
+function referenceBest(model: tfl.LayersModel, x: tf.Tensor2D, y: tf.Tensor2D, linf: boolean): number[] {
+  const B = x.shape[0];
+  const shapes = [[B, 6], [B, 8], [B, 8]];
+  let best = new Array<number>(B).fill(-Infinity);
+  for (const [scale, lr] of [[0, 0.02], [0, 0.05]] as const) {
+    const vars = shapes.map((s, i) => tf.variable(tf.randomUniform(s, -scale * (i === 0 && linf ? 0.1 : 1), scale * (i === 0 && linf ? 0.1 : 1), 'float32', 5 + i)));
+    const opt = tf.train.adam(lr);
+    for (let it = 0; it < 400; it++) {
+      opt.minimize(() => tf.neg(tf.sum(handJ(model, x, y, vars, linf))) as tf.Scalar, false, vars);
+      if (it % 20 === 19) {
+        const J = tf.tidy(() => handJ(model, x, y, vars, linf).arraySync());
+        best = best.map((b, i) => Math.max(b, J[i]));
+      }
+    }
+    opt.dispose();
+    tf.dispose(vars);
+  }
+  return best;
+}
+
+for (const linf of [true, false]) {
+  test(`default deepAttack closes ≥ ${linf ? 95 : 80} % of the gap to long independent Adam runs in 20 evaluations, more than neuron CG (tiny trained tanh MLP, ${linf ? 'input L∞ + hidden quadratic' : 'all quadratic'})`, async () => {
+    const {model, x, y} = await tinyTrained();
+    const adv = instrument(model, {input: linf ? {kind: 'linf', epsilon: 0.1} : {kind: 'quadratic', lambda: 1}, hidden: {kind: 'quadratic', lambda: 1}});
+    const ref = referenceBest(model, x, y, linf);
+    const J0 = tf.tidy(() => handJ(model, x, y, [tf.zerosLike(x), tf.zeros([x.shape[0], 8]), tf.zeros([x.shape[0], 8])], linf).arraySync());
+    const before = tf.memory().numTensors;
+    const shares: Record<string, number> = {};
+    for (const [name, opts] of [
+      ['default', {}],
+      ...(process.env.DIAG ? ([['d40', {maxGradientEvaluations: 40}], ['d200', {maxGradientEvaluations: 200}], ['unit', {firstStep: 'unit'}], ['pr', {conjugate: true}], ['rand', {init: 'random', seed: 3}]] as const) : []),
+      ['neuron CG', {space: 'neuron' as const, maxGradientEvaluations: 20, maxIterations: 100}],
+    ] as const) {
+      const r = deepAttack(adv, x, y, opts);
+      const J = tf.tidy(() => handJ(model, x, y, r.disturbances, linf).arraySync());
+      const reported = r.objective.arraySync();
+      J.forEach((v, i) => assert.ok(Math.abs(v - reported[i]) <= 1e-4 * Math.max(1, Math.abs(v)), `${name}: reported J ${reported[i]} = eq. 9 by hand ${v}`));
+      assert.ok(r.gradientEvaluations <= (name.startsWith('d') && name !== 'default' ? 200 : 20), `${name}: ${r.gradientEvaluations} evaluations`);
+      const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
+      const best = ref.map((b, i) => Math.max(b, J[i]));
+      shares[name] = (mean(J) - mean(J0)) / (mean(best) - mean(J0));
+      tf.dispose([...r.disturbances, r.objective]);
+    }
+    assert.equal(tf.memory().numTensors, before, 'no tensor leaked');
+    console.log(`  ${linf ? 'L∞' : 'quadratic'}: share of the gap at 20 evaluations: ${Object.entries(shares).map(([k, v]) => `${k} ${(100 * v).toFixed(1)} %`).join(', ')}`);
+    // all-quadratic on this tanh net: Adam's larger normalised steps leave the local maximum near
+    // d = 0 for some examples where no descent-free local method does (measured 86 % at 20 and at
+    // 200 evaluations); the L∞ case is near-local (measured 97.7 %).
+    assert.ok(shares.default >= (linf ? 0.95 : 0.8), `default solver closed ${(100 * shares.default).toFixed(1)} % of the gap`);
+    assert.ok(shares.default > shares['neuron CG'], 'better than neuron-space CG at the same budget');
+    tf.dispose([x, y]);
+  });
+}
+
+test('every (space, solver) respects its gradient-evaluation budget exactly; J equals eq. 9 at the returned d; no leaks', () => {
+  const base = mlp();
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const model = instrument(base, {input: {kind: 'linf', epsilon: 0.1, box: [-1, 1]}, hidden: {kind: 'quadratic', lambda: 1, box: [-2, 2]}});
+  const x = tf.tensor2d(rand(5 * 6, 3), [5, 6]);
+  const y = tf.cast(tf.oneHot(tf.tensor1d([0, 1, 2, 1, 0], 'int32'), 3), 'float32');
+  const layers = disturbanceLayers(model);
+  const loss = perExampleLoss(model);
+  const combos = [
+    {space: 'disturbance', solver: 'preconditioned'},
+    {space: 'disturbance', solver: 'preconditioned', conjugate: true},
+    {space: 'disturbance', solver: 'cg'},
+    {space: 'disturbance', solver: 'gradient-ascent'},
+    {space: 'neuron', solver: 'cg'},
+    {space: 'neuron', solver: 'gradient-ascent'},
+  ] as const;
+  for (const c of combos) {
+    for (const k of [3, 8]) {
+      const before = tf.memory().numTensors;
+      const r = deepAttack(model, x, y, {...c, maxGradientEvaluations: k, maxIterations: 100, tolerance: -1, seed: 4});
+      assert.equal(r.gradientEvaluations, k, `${JSON.stringify(c)}: budget ${k}`);
+      const J = disturbedObjective(model, layers, x, y, r.disturbances, loss);
+      const a = J.arraySync();
+      r.objective.arraySync().forEach((v, i) => assert.ok(Math.abs(v - a[i]) <= 1e-4 * Math.max(1, Math.abs(v)), `${JSON.stringify(c)}: reported ${v} vs eq. 9 ${a[i]}`));
+      tf.dispose([J, ...r.disturbances, r.objective]);
+      assert.equal(tf.memory().numTensors, before, `${JSON.stringify(c)}: leaked`);
+    }
+  }
+  tf.dispose([x, y]);
+});
+
+test('deep-attack options are validated in one place: unknown keys get the closest name; training accepts init gradient', () => {
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {maxGradientEvals: 5} as never), /unknown option 'maxGradientEvals' \(did you mean 'maxGradientEvaluations'\?\)/);
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {solver: 'lbfgs'} as never), /option 'solver' must be one of 'preconditioned', 'cg', 'gradient-ascent', got "lbfgs"/);
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {space: 'neuron', solver: 'preconditioned'}), /disturbance space/);
+  const r = resolveDeepAttackOptions('deepAttack', {});
+  assert.equal(r.space, 'disturbance');
+  assert.equal(r.solver, 'preconditioned');
+  assert.equal(r.maxGradientEvaluations, 20);
+  const base = mlp();
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const model = instrument(base);
+  model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const x = tf.tensor2d(rand(4 * 6, 9), [4, 6]);
+  const y = tf.cast(tf.oneHot(tf.tensor1d([0, 1, 2, 1], 'int32'), 3), 'float32');
+  for (const opts of [{space: 'neuron' as const, init: 'gradient' as const}, {init: 'gradient' as const}]) {
+    const s = adversarialStep(model, x, y, {method: 'deep', ...opts, maxGradientEvaluations: 4, seed: 1});
+    assert.ok(Number.isFinite(s.loss) && s.attack.gradientEvaluations === 4, JSON.stringify(s.attack));
+  }
+  assert.throws(() => adversarialStep(model, x, y, {method: 'deep', init: 'gaussian'} as never), /adversarialStep: option 'init' must be one of 'random', 'zero', 'gradient'/);
+  tf.dispose([x, y]);
 });

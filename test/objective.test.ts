@@ -160,3 +160,14 @@ test('projection lands exactly on the budget (L∞, L2, L1, box) and violation r
   }
   tf.dispose([d, base]);
 });
+
+test('a penalty with lambda <= 0 or non-finite is refused with a clear error', async () => {
+  const {validatePenalty} = await import('../src/objective/penalties.js');
+  for (const bad of [0, -1, NaN, Infinity]) {
+    assert.throws(() => validatePenalty({kind: 'quadratic', lambda: bad}, 'layer d1'), /layer d1: penalty field 'lambda' must be (> 0|a finite number)/);
+    assert.throws(() => validatePenalty({kind: 'linf', epsilon: 0.1, lambda: bad}, 'layer d0'), /layer d0: penalty field 'lambda' must be (> 0|a finite number)/);
+  }
+  assert.throws(() => validatePenalty({kind: 'quadratic', lambda: 0}, 'x'), /nothing bounds the disturbance/);
+  assert.throws(() => validatePenalty({kind: 'quadratic', lambda: 1, box: [0, 1], boxLambda: 0}, 'x'), /'boxLambda' must be > 0/);
+  assert.equal(validatePenalty({kind: 'quadratic', lambda: 1e-6}, 'x').kind, 'quadratic');
+});

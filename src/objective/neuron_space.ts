@@ -202,3 +202,48 @@ export function disturbedObjective(
 export function disposeAddResult(r: AddModeResult): void {
   tf.dispose([...r.neurons, ...r.inputs, ...r.disturbances, ...(Array.isArray(r.output) ? r.output : [r.output])]);
 }
+
+/**
+ * Eq. 9 per example as a differentiable function of the disturbances, for the solvers:
+ * `ds ↦ c(y, h(w, x, d)) + Σℓ ρℓ(dℓ)` by one forward pass in `add` mode (the disturbance-space
+ * counterpart of {@link neuronObjective}; its gradient reaches every dℓ through the network in
+ * one backward pass). Box penalties use the actual layer input (recorded only when some
+ * penalty has a box). Intermediate tensors are left to the caller's tidy.
+ */
+export function disturbanceObjective(
+  model: tfl.LayersModel,
+  layers: Disturbance[],
+  x: Tensors,
+  y: Tensors,
+  loss: PerExampleLoss,
+  penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
+): (ds: tf.Tensor[]) => tf.Tensor1D {
+  const record = penalties.some((p) => p.box != null);
+  return (ds: tf.Tensor[]) =>
+    withModes(
+      layers,
+      'add',
+      ds,
+      () => {
+        const yPred = forward(model, x);
+        const recs = record ? layers.map((l) => l.takeRecording()) : [];
+        try {
+          let j = loss(y, yPred);
+          layers.forEach((layer, i) => {
+            const base = recs[i]?.input;
+            if (record && penalties[i].box && !base) {
+              throw new Error(`Disturbance layer '${layer.name}' was not reached by the forward pass of model '${model.name}'.`);
+            }
+            j = tf.add(j, penaltyValue(penalties[i], ds[i], base));
+          });
+          return j;
+        } finally {
+          for (const r of recs) {
+            r?.input?.dispose();
+            r?.output?.dispose();
+          }
+        }
+      },
+      {record},
+    );
+}

@@ -24,11 +24,12 @@ export interface PreconditionedAscentOptions extends SolverOptions {
    */
   conjugate?: boolean;
   /**
-   * First step α_b along the direction: one number, or one per example. Default 1. A first step
+   * First step α_b along the direction: one number, one per example, or a function of the
+   * objective at the start (J_b → α_b, called inside a tidy). Default 1. A first step
    * larger than `maxStep` that is rejected falls back to α = 1 (no shrinking ladder); accepted, it
    * is kept for the next iteration.
    */
-  initialStep?: number | number[];
+  initialStep?: number | number[] | ((J: tf.Tensor1D) => tf.Tensor1D);
   /** Largest step reached by growing after accepted steps. Default 1. */
   maxStep?: number;
   /** After an accepted step α ← min(maxStep, growFactor·α). Default 2. */
@@ -62,7 +63,10 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
   const grow = options.growFactor ?? 2;
   const shrink = options.shrinkFactor ?? 0.3;
   const init = options.initialStep ?? 1;
-  if (Array.isArray(init) ? init.length !== B || init.some((v) => !(v > 0) || !Number.isFinite(v)) : !(init > 0 && Number.isFinite(init))) {
+  if (
+    typeof init !== 'function' &&
+    (Array.isArray(init) ? init.length !== B || init.some((v) => !(v > 0) || !Number.isFinite(v)) : !(init > 0 && Number.isFinite(init)))
+  ) {
     throw new Error(`preconditionedAscent: initialStep must be a positive number or ${B} positive numbers, got ${String(init)}`);
   }
   const dirOf = (x: tf.Tensor[], g: tf.Tensor[]) => {
@@ -79,7 +83,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     evalsForIteration: (remaining) => (remaining >= 1 ? 1 : 0),
     init: (s) => {
       const D = dirOf(s.x, s.g);
-      const alpha = (Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init)) as tf.Tensor1D;
+      const alpha = (typeof init === 'function' ? init(s.J) : Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init)) as tf.Tensor1D;
       return {...s, D, p: D.map((d) => tf.clone(d)), gD: batchDot(s.g, D, B), alpha};
     },
     step: (old, ctx) => {

@@ -36,7 +36,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {deepAttack, DeepAttackOptions} from '../attacks/deep.js';
+import {deepAttack, DeepAttackOptions, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
 import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from '../attacks/pgd.js';
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
@@ -388,21 +388,8 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
 }
 
 function validateDeepOptions(o: DeepTrainingOptions, where: string): void {
-  const check = (name: keyof DeepTrainingOptions, ok: (v: number) => boolean, what: string) => {
-    const v = o[name];
-    if (v === undefined) return;
-    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new Error(`${where}: options.${String(name)} must be ${what}; got ${describe(v)}.`);
-  };
-  check('maxIterations', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
-  check('maxGradientEvaluations', (v) => v >= 0, 'a number >= 0');
-  check('initScale', (v) => v >= 0, 'a number >= 0');
-  check('stepSize', (v) => v > 0, 'a number > 0');
-  if (o.solver !== undefined && o.solver !== 'cg' && o.solver !== 'gradient-ascent') {
-    throw new Error(`${where}: options.solver must be 'cg' or 'gradient-ascent'; got ${describe(o.solver)}.`);
-  }
-  if (o.init !== undefined && o.init !== 'random' && o.init !== 'zero') {
-    throw new Error(`${where}: options.init must be 'random' or 'zero'; got ${describe(o.init)}.`);
-  }
+  // one validation for every deep-attack option (seed: per step; penalties: resolved above)
+  resolveDeepAttackOptions(where, pickDeepAttackOptions(o, ['seed', 'penalties']));
 }
 
 function metricNamesOf(model: tfl.LayersModel): string[] {
@@ -677,8 +664,7 @@ export function runAdversarialStep(
       const o = prep.options as DeepTrainingOptions;
       const penalties = prep.basePenalties.map((p) => (p == null ? null : scalePenalty(p, s)));
       // Every deepAttack option passes through, except those the step owns.
-      const {method: _method, cleanWeight: _alpha, seed: _seed, skipNonFiniteUpdates: _skip, penalties: _penalties, ...deepOptions} = o;
-      const r = deepAttack(model, x, y, {...deepOptions, penalties, seed: ctx.seed});
+      const r = deepAttack(model, x, y, {...pickDeepAttackOptions(o, ['seed', 'penalties']), penalties, seed: ctx.seed});
       stats.iterations = r.iterations;
       stats.gradientEvaluations = r.gradientEvaluations;
       // Sanitise: rows with a non-finite disturbance (should not happen: CG falls back) get d = 0.
