@@ -60,8 +60,8 @@ for (const [name, opts] of [
     verbose: 0,
     callbacks: [
       adversarialCallback({method: 'deep', ...opts, maxGradientEvaluations: budget, seed: 1}),
-      {onBatchEnd: async (_b: number, logs?: Record<string, number>) => void objectives.push(Number(logs?.adv_objective))} as unknown as tfl.CustomCallbackArgs,
-    ] as never,
+      new tfl.CustomCallback({onBatchEnd: async (_b: number, logs?: Record<string, unknown>) => void objectives.push(Number(logs?.adv_objective))}),
+    ],
   });
   const secs = (performance.now() - t0) / 1000;
   const clean = accuracy(base, test.xs);
