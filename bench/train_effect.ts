@@ -47,7 +47,7 @@ const rows: string[] = [];
 for (const [name, opts] of [
   ['old default: neuron-space CG', {space: 'neuron'}],
   ['new default: disturbance-space preconditioned', {}],
-] as [string, DeepAttackOptions][]) {
+] as [string, Omit<DeepAttackOptions, 'loss'>][]) {
   const base = build();
   base.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy', metrics: ['accuracy']});
   const adv = instrument(base, {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 1}});
