@@ -133,7 +133,7 @@ const PENALTIES: Record<Threat, [PenaltyConfig, PenaltyConfig]> = {
 };
 
 /** Multi-start Adam (per-example best over checkpoints every 25 iterations). */
-function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Tensor, threat: Threat, start: 'zero' | number, project: boolean, lr0: number, iters: number): number[] {
+function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Tensor, threat: Threat, start: 'zero' | number, project: boolean, lr0: number, iters: number, last = false): number[] {
   let ds = shapes.map((s, i) => (start === 'zero' ? tf.zeros(s) : tf.randomUniform(s, -(i === 0 && threat === 'linf' ? 0.05 : start), i === 0 && threat === 'linf' ? 0.05 : start, 'float32', 7 + i)));
   let m = shapes.map((s) => tf.zeros(s));
   let v = shapes.map((s) => tf.zeros(s));
@@ -154,11 +154,12 @@ function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Te
     ds = next.map((a) => a[0]);
     m = next.map((a) => a[1]);
     v = next.map((a) => a[2]);
-    if (t % 25 === 0 || t === iters) {
+    if (!last && (t % 25 === 0 || t === iters)) {
       const Jt = tf.tidy(() => J(ds).arraySync());
       best = best.map((b, k) => Math.max(b, Jt[k]));
     }
   }
+  if (last) best = tf.tidy(() => J(ds).arraySync());
   tf.dispose([...ds, ...m, ...v]);
   return best;
 }
@@ -203,6 +204,10 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     const adv = instrument(model, {input: PENALTIES[threat][0], hidden: PENALTIES[threat][1]});
     adv.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
     const results: {name: string; J: number[][]}[] = [];
+    // Adam in disturbance space (the reference algorithm, truncated): k gradient evaluations from d = 0
+    for (const lr of [0.01, 0.03]) {
+      results.push({name: `Adam η=${lr} (hand-written, cosine)`, J: BUDGETS.map((k) => adam(J, shapes, x, threat, 'zero', threat === 'linf', lr, k, true))});
+    }
     for (const [name, opts] of VARIANTS) {
       const Js: number[][] = [];
       for (const k of BUDGETS) {

@@ -124,7 +124,7 @@ describe('adversarialCallback initialStep', () => {
       const xs = tf.gather(x, idx);
       const ys = tf.gather(y, idx);
       await adv.fit(xs, ys, {epochs: 1, batchSize: 8, shuffle: false, verbose: 0,
-        callbacks: [adversarialCallback({method: 'deep', maxGradientEvaluations: 2, seed: 5, initialStep: initialSteps[i]})]});
+        callbacks: [adversarialCallback({method: 'deep', init: 'random', maxGradientEvaluations: 2, seed: 5, initialStep: initialSteps[i]})]});
       tf.dispose([idx, xs, ys]);
     }
     tf.dispose([x, y]);

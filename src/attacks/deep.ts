@@ -69,6 +69,7 @@ export interface DeepAttackOptions {
    * saturated (linear-in-logits) regime calls for — it lets confidently classified examples leave
    * the local maximum at d ≈ 0 (measured: +17 % of the gap on an MNIST MLP with quadratic penalties);
    * rejected, it costs that example one evaluation and falls back to α = 1. `'unit'`: α = 1.
+   * Applies to the zero start only (with `init: 'random'` the first step is 1).
    */
   firstStep?: 'saturated' | 'unit';
   /** Maximum solver iterations. Default: 10 for neuron-space CG, 20 for gradient ascent, none (the budget decides) for `'preconditioned'`. */
@@ -367,7 +368,8 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
               ...common,
               direction: (ds, grads) => disturbanceDirection(penalties, bases, ds, grads),
               conjugate: o.conjugate,
-              initialStep: o.firstStep === 'saturated' ? saturatedStep : 1,
+              // the saturated extrapolation d0 + α(T − d0) would also amplify a random start: zero start only
+              initialStep: o.firstStep === 'saturated' && init === 'zero' ? saturatedStep : 1,
             })
           : o.solver === 'cg'
             ? conjugateGradient(f, d0, common)
