@@ -474,6 +474,9 @@ function saturatedStep(J: tf.Tensor1D): tf.Tensor1D {
  */
 function disturbanceDirection(penalties: PenaltyConfig[], bases: (tf.Tensor | undefined)[], ds: tf.Tensor[], grads: tf.Tensor[]): tf.Tensor[] {
   return ds.map((d, i) => {
+    const p = penalties[i];
+    // quadratic without box: T − d = (g + 2λd)/(2λ) − d = g/(2λ), the preconditioned gradient
+    if (p.kind === 'quadratic' && !p.box) return tf.div(grads[i], 2 * p.lambda);
     const gc = tf.sub(grads[i], penaltyGradient(penalties[i], d, bases[i]));
     return tf.sub(linearisedMaximiser(penalties[i], gc, d, bases[i]), d);
   });

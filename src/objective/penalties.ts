@@ -320,14 +320,20 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
         const [lo, hi] = box;
         // kink of the box along the sign of g (clamped at 0 when base lies outside the box)
         const bk = tf.relu(tf.where(pos, tf.sub(hi, base), tf.sub(base, lo)));
-        const boxFirst = tf.less(bk, eps);
         const k1 = tf.minimum(bk, eps);
         const k2 = tf.maximum(bk, eps);
-        const l1 = tf.where(boxFirst, tf.fill(g.shape, lb), tf.fill(g.shape, lam));
-        const l2 = tf.where(boxFirst, tf.fill(g.shape, lam), tf.fill(g.shape, lb));
-        const v1 = tf.add(k1, tf.div(ag, tf.mul(2, l1)));
-        const v2 = tf.div(tf.add(ag, tf.add(tf.mul(tf.mul(2, l1), k1), tf.mul(tf.mul(2, l2), k2))), tf.mul(2, tf.add(l1, l2)));
-        v = tf.where(tf.lessEqual(v1, k2), v1, v2);
+        if (lb === lam) {
+          // equal curvatures (the default): fewer kernels
+          const v1 = tf.add(k1, tf.div(ag, 2 * lam));
+          v = tf.minimum(v1, tf.mul(0.5, tf.add(v1, k2)));
+        } else {
+          const boxFirst = tf.less(bk, eps);
+          const l1 = tf.where(boxFirst, tf.fill(g.shape, lb), tf.fill(g.shape, lam));
+          const l2 = tf.where(boxFirst, tf.fill(g.shape, lam), tf.fill(g.shape, lb));
+          const v1 = tf.add(k1, tf.div(ag, tf.mul(2, l1)));
+          const v2 = tf.div(tf.add(ag, tf.add(tf.mul(tf.mul(2, l1), k1), tf.mul(tf.mul(2, l2), k2))), tf.mul(2, tf.add(l1, l2)));
+          v = tf.where(tf.lessEqual(v1, k2), v1, v2);
+        }
       } else {
         v = tf.add(eps, tf.div(ag, 2 * lam));
       }

@@ -84,11 +84,14 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     init: (s) => {
       const D = dirOf(s.x, s.g);
       const alpha = (typeof init === 'function' ? init(s.J) : Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init)) as tf.Tensor1D;
-      return {...s, D, p: D.map((d) => tf.clone(d)), gD: batchDot(s.g, D, B), alpha};
+      // the gradient itself is not carried (D and gᵀD are all a step needs); p only with PR+
+      const gD = batchDot(s.g, D, B);
+      s.g.forEach((t) => t.dispose());
+      return {...s, g: [], D, p: options.conjugate ? D.map((d) => tf.clone(d)) : [], gD, alpha};
     },
     step: (old, ctx) => {
       const step = tf.where(ctx.active, old.alpha, tf.zerosLike(old.alpha)) as tf.Tensor1D;
-      const xn = axpy(old.x, step, old.p);
+      const xn = axpy(old.x, step, options.conjugate ? old.p : old.D);
       const e = ctx.evaluate(xn);
       const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
       const D = dirOf(xn, e.grads);
@@ -110,11 +113,11 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       const state: State = {
         x: selectRows(acc, xn, old.x),
         J: tf.where(acc, e.value, old.J) as tf.Tensor1D,
-        g: selectRows(acc, e.grads, old.g),
+        g: [],
         gg: tf.where(acc, a.gg, old.gg) as tf.Tensor1D,
         D: selectRows(acc, D, old.D),
         // after a rejection: back to the plain direction at the old point
-        p: selectRows(acc, p, old.D),
+        p: options.conjugate ? selectRows(acc, p, old.D) : [],
         gD: tf.where(acc, gD, old.gD) as tf.Tensor1D,
         alpha: tf.where(acc, alphaAcc, tf.where(a.reject, alphaRej, old.alpha)) as tf.Tensor1D,
       };
