@@ -421,6 +421,15 @@ function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
   }
 }
 
+/** True when the Disturbance layer reads a float model input directly (the clip box applies to it; not to embeddings). */
+function isModelInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
+  try {
+    return attackSites(model, undefined, WHO).some((s) => s.layer === layer && s.inputIndex >= 0);
+  } catch {
+    return false;
+  }
+}
+
 function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
   const where = `${WHO}: attack '${spec.name ?? 'deep'}'`;
   if (spec.penalties !== undefined && spec.epsilons !== undefined) {
@@ -450,6 +459,7 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
   }
   const layers = disturbanceSites(attacked).map((s) => s.layer);
   const inputFlags = layers.map((l) => isInputSite(attacked, l));
+  const boxFlags = layers.map((l) => isModelInputSite(attacked, l));
   const iterations = spec.maxIterations;
   const settings: Record<string, unknown> = {
     solver: spec.solver ?? 'cg',
@@ -475,8 +485,9 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
     run(x, y, epsilon, seed) {
       let penalties: DeepAttackOptions['penalties'] = spec.penalties;
       if (epsilon !== null) {
-        const input: PenaltyConfig = o.clip ? {kind: norm, epsilon, box: o.clip} : {kind: norm, epsilon};
-        penalties = layers.map((l, i) => (inputFlags[i] ? input : hidden === undefined ? l.penalty : hidden));
+        const input: PenaltyConfig = {kind: norm, epsilon};
+        const boxed: PenaltyConfig = o.clip ? {kind: norm, epsilon, box: o.clip} : input;
+        penalties = layers.map((l, i) => (inputFlags[i] ? (boxFlags[i] ? boxed : input) : hidden === undefined ? l.penalty : hidden));
       }
       const r = deepAttack(attacked, x, y, {
         penalties,
@@ -855,6 +866,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: Tensors, y: Tensor
   const sites = disturbanceSites(attacked);
   const layers = sites.map((s) => s.layer);
   const inputFlags = layers.map((l) => isInputSite(attacked, l));
+  const boxFlags = layers.map((l) => isModelInputSite(attacked, l));
   const shapes = sites.map((s) => s.inputShape.slice(1) as number[]);
   const n = batchSizeOf(x);
   const tasks = tasksOf(model, typeof options.loss === 'string' || typeof options.loss === 'function' ? options.loss : undefined);
@@ -896,7 +908,7 @@ export function layerVulnerability(model: tfl.LayersModel, x: Tensors, y: Tensor
       layers.forEach((layer, l) => {
         rel.forEach((er, k) => {
           const epsilon = er * meanNorms[l];
-          const own: PenaltyConfig = inputFlags[l] && clip ? {kind: 'l2', epsilon, box: clip} : {kind: 'l2', epsilon};
+          const own: PenaltyConfig = boxFlags[l] && clip ? {kind: 'l2', epsilon, box: clip} : {kind: 'l2', epsilon};
           const r = deepAttack(attacked, xb, yb, {
             penalties: layers.map((_, j) => (j === l ? own : null)),
             project: true,
