@@ -28,7 +28,7 @@ import {parseArgs} from 'node:util';
 
 import {autoAttack, AutoAttackVersion} from '../src/attacks/autoattack.js';
 import {pgdAttack} from '../src/attacks/pgd.js';
-import {loadData, loadModel, toModelInput, useBackend} from '../src/cli/common.js';
+import {loadData, loadModel, toModelInput, useBackend} from '../cli/src/common.js';
 
 const {values: args} = parseArgs({
   options: {

@@ -160,10 +160,10 @@ for (const version of packed ? versions : []) {
     const own = tree.dependencies?.['tfjs-deep-adversarial']?.dependencies ?? {};
     const peers = new Set(Object.keys(packed.man.peerDependencies ?? {}));
     const nonPeer = Object.keys(own).filter((n) => !peers.has(n));
-    const declared = new Set(Object.keys(packed.man.dependencies ?? {}));
-    check(nonPeer.every((n) => declared.has(n)), `non-peer runtime dependencies are the declared ones: ${nonPeer.join(', ') || 'none'}`);
+    check(Object.keys(packed.man.dependencies ?? {}).length === 0 && nonPeer.length === 0,
+      `the library brings no runtime dependency besides its peers (${nonPeer.join(', ') || 'none'})`);
     const charting = paths.map((p) => p.replace(/\\/g, '/').split('node_modules/').pop()).filter((n) => /^(vega|vega-.*|commander|cli-progress|tfjs-deep-adversarial-cli)$/.test(n));
-    process.stdout.write(`  info ${paths.length - 1} packages installed; CLI/charting packages among them: ${charting.length ? charting.join(', ') : 'none'}\n`);
+    check(charting.length === 0, `\`npm ls --all\`: no CLI or charting package (${charting.join(', ') || 'none'}); ${paths.length - 1} packages in all`);
     return {packages: paths.length - 1, charting};
   });
   if (!installed) continue;

@@ -8,7 +8,7 @@
  *   npm run experiment -- --jobs 1     # sequential (cleaner wall-time figures)
  *
  * Each row is one `train` + `eval` pair run as a child process of the CLI
- * (`src/cli/run.ts`); then `report` renders all runs into one HTML file and
+ * (`cli/src/run.ts`); then `report` renders all runs into one HTML file and
  * the table between the `<!-- results:… -->` markers of docs/RESULTS.md is
  * rewritten from the eval.json / run.json files (the prose around it is kept).
  */
@@ -66,7 +66,7 @@ const ROWS: {id: string; label: string; args: string[]}[] = [
   },
 ];
 
-const CLI = ['--import', 'tsx', 'src/cli/run.ts'];
+const CLI = ['--import', 'tsx', 'cli/src/run.ts'];
 
 function run(args: string[], logFile: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {

@@ -10,9 +10,9 @@
  * @packageDocumentation
  */
 export * from './index.js';
-export {fileSystem, writeFileAtomic, MODEL_JSON_FILENAME, WEIGHTS_BIN_FILENAME} from './io/file_system.js';
+export {fileSystem, writeFileAtomic, fsyncDir, namedFsError, MODEL_JSON_FILENAME, WEIGHTS_BIN_FILENAME} from './io/file_system.js';
 export type {FileSystemHandler} from './io/file_system.js';
-export {loadMnist, readIdx, loadIdxPair, defaultMnistDir} from './data/mnist.js';
+export {loadMnist, readIdx, loadIdxPair, defaultMnistDir, MNIST_FILES} from './data/mnist.js';
 export type {LoadMnistOptions, MnistData, IdxFile, IdxPair, IdxPairOptions} from './data/mnist.js';
 export {selectBackend, BACKEND_PACKAGES} from './backend.js';
 export type {BackendChoice, SelectBackendOptions, SelectedBackend} from './backend.js';

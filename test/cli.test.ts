@@ -6,12 +6,12 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
 
-import {loadLatestCheckpoint} from '../src/cli/checkpoint.js';
-import {main} from '../src/cli/main.js';
-import {seededPermutation} from '../src/cli/train.js';
+import {loadLatestCheckpoint} from '../cli/src/checkpoint.js';
+import {main} from '../cli/src/main.js';
+import {seededPermutation} from '../cli/src/train.js';
 
 const ROOT = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
-const RUN = ['--import', 'tsx', join(ROOT, 'src', 'cli', 'run.ts')];
+const RUN = ['--import', 'tsx', join(ROOT, 'cli', 'src', 'run.ts')];
 
 let tmp = '';
 before(() => {

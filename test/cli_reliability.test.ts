@@ -11,9 +11,9 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
 
-import {loadLatestCheckpoint} from '../src/cli/checkpoint.js';
-import {resolveModelDir} from '../src/cli/common.js';
-import {main} from '../src/cli/main.js';
+import {loadLatestCheckpoint} from '../cli/src/checkpoint.js';
+import {resolveModelDir} from '../cli/src/common.js';
+import {main} from '../cli/src/main.js';
 
 const ROOT = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 
@@ -149,7 +149,7 @@ describe('CLI run directories', () => {
     const ref = await referenceRun();
     const dir = join(tmp, 'killed-early');
     // A real process, SIGKILLed as soon as it starts training (run.json written, no checkpoint yet).
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'run.ts'), 'train', ...TINY, '--epochs', '1', '--progress', 'lines', '--out', dir], {cwd: ROOT});
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'cli', 'src', 'run.ts'), 'train', ...TINY, '--epochs', '1', '--progress', 'lines', '--out', dir], {cwd: ROOT});
     let killed = false;
     let output = '';
     await new Promise<void>((resolve, reject) => {

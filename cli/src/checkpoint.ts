@@ -31,8 +31,8 @@ import {createHash, randomBytes} from 'node:crypto';
 import {promises as fsp} from 'node:fs';
 import {join} from 'node:path';
 
-import {fileSystem, fsyncDir, namedFsError, writeFileAtomic} from '../io/file_system.js';
-import '../layers/disturbance.js'; // registers the Disturbance class, so checkpoints of instrumented models load
+import {fileSystem, fsyncDir, namedFsError, writeFileAtomic} from 'tfjs-deep-adversarial/node';
+import 'tfjs-deep-adversarial'; // registers the Disturbance class, so checkpoints of instrumented models load
 
 /** Where a run stands. */
 export interface CheckpointState {

@@ -2,7 +2,7 @@
  * Types of the files a `train` run writes (`run.json`), shared by `train`,
  * `eval` and `report`.
  */
-import type {BackendChoice} from '../backend.js';
+import type {BackendChoice} from 'tfjs-deep-adversarial/node';
 
 /** Options of the `train` command (after parsing). */
 export interface TrainCommandOptions {

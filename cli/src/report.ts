@@ -5,7 +5,7 @@
 import {existsSync, readdirSync, readFileSync, statSync} from 'node:fs';
 import {basename, dirname, join, relative, resolve, sep} from 'node:path';
 
-import {writeFileAtomic} from '../io/file_system.js';
+import {writeFileAtomic} from 'tfjs-deep-adversarial/node';
 import {accuracyChart, Chart, convergenceChart, disturbanceChart, layerChart, renderSvg, trainingChart} from './charts.js';
 import {pct, readJson, UsageError} from './common.js';
 import type {ConvergenceFile, EvalFile} from './eval.js';

@@ -11,7 +11,7 @@
  */
 import {join, resolve} from 'node:path';
 
-import type {BackendChoice} from '../backend.js';
+import type {BackendChoice} from 'tfjs-deep-adversarial/node';
 import {timestamp} from './common.js';
 import {evalCommand} from './eval.js';
 import {reportCommand} from './report.js';

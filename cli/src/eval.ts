@@ -7,14 +7,14 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {existsSync} from 'node:fs';
 import {basename, dirname, join, resolve} from 'node:path';
 
-import {writeFileAtomic} from '../io/file_system.js';
-import {disturbanceLayers, instrument} from '../model/instrument.js';
-import {PenaltyConfig} from '../objective/penalties.js';
-import {ConvergenceResult, solverConvergence} from '../eval/convergence.js';
-import {evaluateRobustness, RobustnessAttack, RobustnessResult} from '../eval/robustness.js';
+import {writeFileAtomic} from 'tfjs-deep-adversarial/node';
+import {disturbanceLayers, instrument} from 'tfjs-deep-adversarial';
+import {PenaltyConfig} from 'tfjs-deep-adversarial';
+import {ConvergenceResult, solverConvergence} from 'tfjs-deep-adversarial';
+import {evaluateRobustness, RobustnessAttack, RobustnessResult} from 'tfjs-deep-adversarial';
 import {loadData, loadModel, pct, readJson, resolveModelDir, table, toModelInput, useBackend} from './common.js';
 import {createProgress} from './progress.js';
-import type {BackendChoice} from '../backend.js';
+import type {BackendChoice} from 'tfjs-deep-adversarial/node';
 import type {RunMetadata} from './run_metadata.js';
 
 /** Attack names accepted by `--attacks`. */

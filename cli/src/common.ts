@@ -12,10 +12,10 @@ import {InvalidArgumentError} from 'commander';
 import {existsSync, lstatSync, readFileSync, statSync} from 'node:fs';
 import {join, resolve} from 'node:path';
 
-import {loadIdxPair, loadMnist, MNIST_FILES} from '../data/mnist.js';
-import {fileSystem, MODEL_JSON_FILENAME} from '../io/file_system.js';
-import {selectBackend, BackendChoice} from '../backend.js';
-import '../layers/disturbance.js';
+import {loadIdxPair, loadMnist, MNIST_FILES} from 'tfjs-deep-adversarial/node';
+import {fileSystem, MODEL_JSON_FILENAME} from 'tfjs-deep-adversarial/node';
+import {selectBackend, BackendChoice} from 'tfjs-deep-adversarial/node';
+import 'tfjs-deep-adversarial';
 
 /**
  * An error the CLI reports as one line `error: <message>` with exit code 2: a usage error (bad flag,

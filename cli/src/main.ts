@@ -20,8 +20,11 @@ import {trainCommand} from './train.js';
 
 const PROGRESS = ['auto', 'bar', 'lines', 'off'] as const;
 
-/** Root of this package (the folder with its package.json), found from the running script. */
-export function packageRoot(): string | undefined {
+/**
+ * The folder of the package named `name` (the CLI's own, or in a source checkout the repository
+ * root, `tfjs-deep-adversarial`), found by walking up from the running script and the working directory.
+ */
+export function packageRoot(name = 'tfjs-deep-adversarial'): string | undefined {
   const starts = [process.argv[1], process.cwd()].filter(Boolean) as string[];
   for (const s of starts) {
     let dir: string;
@@ -34,7 +37,7 @@ export function packageRoot(): string | undefined {
       const pj = join(dir, 'package.json');
       if (existsSync(pj)) {
         try {
-          if ((JSON.parse(readFileSync(pj, 'utf8')) as {name?: string}).name === 'tfjs-deep-adversarial') return dir;
+          if ((JSON.parse(readFileSync(pj, 'utf8')) as {name?: string}).name === name) return dir;
         } catch {
           // keep looking
         }
@@ -48,7 +51,7 @@ export function packageRoot(): string | undefined {
 }
 
 function version(): string {
-  const root = packageRoot();
+  const root = packageRoot('tfjs-deep-adversarial-cli');
   if (!root) return 'unknown';
   return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {version: string}).version;
 }
