@@ -3,7 +3,7 @@
 // that must exit 2 with one line (issue 14, items 5–8 and 14).
 import {tf} from './setup.js';
 import assert from 'node:assert/strict';
-import {spawn} from 'node:child_process';
+import {spawn, spawnSync} from 'node:child_process';
 import {createHash} from 'node:crypto';
 import * as fs from 'node:fs';
 import {cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs';
@@ -188,6 +188,13 @@ describe('CLI run directories', () => {
     writeFileSync(join(out, 'checkpoints', 'latest'), 'epoch-0001\n');
     await assert.rejects(() => loadLatestCheckpoint(out), /epoch-0001: .* is not a directory \(a symbolic link; checkpoints must lie inside the run\)/);
     assert.throws(() => resolveModelDir(out, 'eval: model'), /missing or not a directory/);
+
+    // A FIFO as checkpoints/latest is refused at once (reading it would block).
+    rmSync(join(out, 'checkpoints', 'latest'));
+    if (spawnSync('mkfifo', [join(out, 'checkpoints', 'latest')]).status === 0) {
+      assertUserError(await run(['train', '--resume', '--out', out, '--epochs', '2']), /latest is not a regular file; refusing to follow it/, 'FIFO latest');
+      assert.throws(() => resolveModelDir(out, 'eval: model'), /latest is not a regular file/);
+    }
 
     // Flipped bytes, same size: refused by the checksum, naming the file.
     const bad = copyRun('flipped', ref);

@@ -106,6 +106,9 @@ describe('reliability of the library API', () => {
       ['validateAdversarial', () => adversarialCallback({method: 'pgd', epsilon: 0.1, validateAdversarial: {x: tf.zeros([1, 4]), y: tf.zeros([1, 3]), epsilon: 0.1, step: 3}} as never), /options\.validateAdversarial: unknown option 'step' \(did you mean 'steps'\?\)/],
       ['fgsmGuard', () => adversarialCallback({method: 'fgsm', epsilon: 0.1, fgsmGuard: {x: tf.zeros([1, 4]), y: tf.zeros([1, 3]), maxDrp: 0.1}} as never), /options\.fgsmGuard: unknown option 'maxDrp' \(did you mean 'maxDrop'\?\)/],
       ['schedule', () => adversarialCallback({method: 'pgd', epsilon: 0.1, schedule: {warmup: 2}} as never), /options\.schedule: unknown option 'warmup' \(did you mean 'warmupEpochs'\?\)/],
+      ['callback deep', () => adversarialCallback({method: 'deep', maxGradientEvals: 2} as never), /adversarialCallback \(method 'deep'\): unknown option 'maxGradientEvals' \(did you mean 'maxGradientEvaluations'\?\)/],
+      ['callback pgd', () => adversarialCallback({method: 'pgd', epsilon: 0.1, step: 3} as never), /adversarialCallback \(method 'pgd'\): unknown option 'step' \(did you mean 'steps'\?\)/],
+      ['callback fgsm', () => adversarialCallback({method: 'fgsm', epsilon: 0.1, steps: 3} as never), /adversarialCallback \(method 'fgsm'\): unknown option 'steps'/],
       ['fileSystem', () => fileSystem({dir: '/tmp'} as never), /fileSystem: expected a directory path .*no options object.*got \{"dir":"\/tmp"\}/],
     ];
     for (const [what, fn, re] of cases) assert.throws(fn, re, what);

@@ -81,6 +81,13 @@ export const CHECKSUMS_FILENAME = 'checksums.json';
 /** Names of checkpoint directories: `epoch-0002`, `epoch-0003-b00012`. */
 export const CHECKPOINT_NAME = /^epoch-\d+(-b\d+)?$/;
 
+/** Reads a checkpoint file that must be a regular file (never a FIFO, device or symbolic link, which could block or lead elsewhere). */
+async function readRegular(path: string): Promise<Buffer> {
+  const st = await fsp.lstat(path);
+  if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), {code: 'ENOTREG'});
+  return fsp.readFile(path);
+}
+
 function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
@@ -185,7 +192,7 @@ export async function saveCheckpoint(runDir: string, model: tfl.LayersModel, sta
 async function verifyChecksums(dir: string): Promise<boolean> {
   let text: string;
   try {
-    text = await fsp.readFile(join(dir, CHECKSUMS_FILENAME), 'utf8');
+    text = (await readRegular(join(dir, CHECKSUMS_FILENAME))).toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw e;
@@ -220,15 +227,15 @@ async function loadOne(root: string, name: string): Promise<LoadedCheckpoint> {
   const verified = await verifyChecksums(dir);
   let state: CheckpointState;
   try {
-    state = JSON.parse(await fsp.readFile(join(dir, 'state.json'), 'utf8')) as CheckpointState;
+    state = JSON.parse((await readRegular(join(dir, 'state.json'))).toString('utf8')) as CheckpointState;
   } catch (e) {
     throw new Error(`state.json: ${(e as Error).message}`);
   }
   if (state?.version !== 1 || !Number.isInteger(state.epochsDone) || !Number.isInteger(state.batchesDone) || !Array.isArray(state.history)) {
     throw new Error('state.json: unknown format');
   }
-  const meta = JSON.parse(await fsp.readFile(join(dir, 'optimizer.json'), 'utf8')) as Omit<SavedOptimizer, 'data'>;
-  const buf = await fsp.readFile(join(dir, 'optimizer.bin'));
+  const meta = JSON.parse((await readRegular(join(dir, 'optimizer.json'))).toString('utf8')) as Omit<SavedOptimizer, 'data'>;
+  const buf = await readRegular(join(dir, 'optimizer.bin'));
   const total = meta.weights.reduce((s, w) => s + w.byteLength, 0);
   if (buf.byteLength !== total) throw new Error(`optimizer.bin holds ${buf.byteLength} bytes, optimizer.json expects ${total}`);
   const model = await tfl.loadLayersModel(fileSystem(join(dir, 'model')));
@@ -253,8 +260,9 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
   }
   let latest: string | undefined;
   try {
-    latest = (await fsp.readFile(join(root, 'latest'), 'utf8')).trim();
-  } catch {
+    latest = (await readRegular(join(root, 'latest'))).toString('utf8').trim();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOTREG') throw new Error(`${(e as Error).message}; refusing to follow it`);
     latest = undefined;
   }
   if (latest !== undefined && !CHECKPOINT_NAME.test(latest)) {

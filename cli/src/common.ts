@@ -213,6 +213,7 @@ export function resolveModelDir(path: string, flag = 'model'): string {
   }
   const latest = join(p, 'checkpoints', 'latest');
   if (existsSync(latest)) {
+    if (!lstatSync(latest).isFile()) throw new UsageError(`${flag} ${path}: ${latest} is not a regular file; refusing to follow it.`);
     const name = readFileSync(latest, 'utf8').trim();
     if (!/^epoch-\d+(-b\d+)?$/.test(name)) {
       throw new UsageError(`${flag} ${path}: ${latest} names ${JSON.stringify(name.slice(0, 80))}, which is not a checkpoint directory of this run; refusing to follow it.`);
@@ -236,9 +237,15 @@ export async function loadModel(dir: string): Promise<tfl.LayersModel> {
   }
 }
 
+/** True when `path` is a regular file (a FIFO or device could block a read or never end). */
+function isRegularFile(path: string): boolean {
+  return statSync(path, {throwIfNoEntry: false})?.isFile() === true;
+}
+
 /** Reads a JSON file, or returns undefined if it does not exist; a damaged file is a {@link UsageError} naming it. */
 export function readJson<T>(path: string): T | undefined {
   if (!existsSync(path)) return undefined;
+  if (!isRegularFile(path)) throw new UsageError(`${path} is not a regular file.`);
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

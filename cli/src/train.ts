@@ -294,7 +294,8 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
     throw new UsageError('--input-penalty none with --hidden-penalty none leaves deep training nothing to disturb; give one of them a penalty, or use --method none for plain training.');
   }
   // Plain wasm cannot train convolutions; selectBackend registers our wasm training kernels (model.json is read before loading).
-  const convJson = (dir: string) => /"class_name":\s*"(Conv|SeparableConv|DepthwiseConv)/.test(readFileSync(join(dir, 'model.json'), 'utf8'));
+  const convJson = (dir: string) =>
+    statSync(join(dir, 'model.json')).isFile() && /"class_name":\s*"(Conv|SeparableConv|DepthwiseConv)/.test(readFileSync(join(dir, 'model.json'), 'utf8'));
   const convName = /^(Conv|SeparableConv|DepthwiseConv)/;
   const needsConv = o.model === 'cnn' || (opts.resume
     ? (meta?.model?.layers ?? []).some((l) => convName.test(l))

@@ -50,6 +50,7 @@ import {
   runAdversarialStep,
   statsToLogs,
 } from './train_step.js';
+import type {DeepTrainingOptions, PgdTrainingOptions} from './train_step.js';
 import {checkKnownKeys} from '../util/options.js';
 
 /** Adversarial validation at the end of every epoch: PGD accuracy at ε on the given data. */
@@ -122,6 +123,17 @@ export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
 
 /** Top-level keys of {@link AdversarialCallbackOptions} that belong to the callback, not to the attack method. */
 export const CALLBACK_ONLY_KEYS: readonly string[] = Object.freeze(['schedule', 'validateAdversarial', 'fgsmGuard']);
+
+/** The top-level option names of each method (TypeScript checks below that they cover every declared option). */
+const METHOD_KEYS = {
+  deep: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'solver', 'maxIterations', 'maxGradientEvaluations', 'tolerance', 'init', 'initScale', 'project', 'stepSize', 'penalties'],
+  pgd: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'layer', 'logObjective', 'epsilon', 'norm', 'steps', 'stepSize', 'randomStart', 'restarts', 'clip'],
+  fgsm: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'layer', 'epsilon', 'clip', 'randomStart', 'alpha', 'logObjective'],
+} as const;
+/** Compile-time check: a new option of a training method must be added to METHOD_KEYS (else it would be refused). */
+type Covers<T, L extends readonly string[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;
+const METHOD_KEYS_COVER_EVERY_OPTION: [Covers<DeepTrainingOptions, typeof METHOD_KEYS.deep>, Covers<PgdTrainingOptions, typeof METHOD_KEYS.pgd>, Covers<FgsmTrainingOptions, typeof METHOD_KEYS.fgsm>] = [true, true, true];
+void METHOD_KEYS_COVER_EVERY_OPTION;
 const VALIDATE_ADVERSARIAL_KEYS = ['x', 'y', 'epsilon', 'norm', 'steps', 'stepSize', 'restarts', 'clip', 'seed', 'batchSize'];
 const FGSM_GUARD_KEYS = ['x', 'y', 'examples', 'epsilon', 'steps', 'maxDrop', 'stopTraining', 'seed'];
 
@@ -274,6 +286,7 @@ export class AdversarialCallback extends tfl.Callback {
       throw new Error(`adversarialCallback: options.method must be one of 'deep', 'pgd', 'fgsm'; got ${describe(options.method)}.`);
     }
     this.options = options;
+    checkKnownKeys(options, [...METHOD_KEYS[options.method], ...CALLBACK_ONLY_KEYS], `adversarialCallback (method '${options.method}')`);
     if (options.schedule != null && typeof options.schedule === 'object') checkKnownKeys(options.schedule, ['warmupEpochs', 'start'], 'adversarialCallback: options.schedule');
     if (options.validateAdversarial != null) checkKnownKeys(options.validateAdversarial, VALIDATE_ADVERSARIAL_KEYS, 'adversarialCallback: options.validateAdversarial');
     if (options.fgsmGuard != null && typeof options.fgsmGuard === 'object') checkKnownKeys(options.fgsmGuard, FGSM_GUARD_KEYS, 'adversarialCallback: options.fgsmGuard');
