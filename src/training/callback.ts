@@ -122,7 +122,7 @@ export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
 };
 
 /** Top-level keys of {@link AdversarialCallbackOptions} that belong to the callback, not to the attack method. */
-export const CALLBACK_ONLY_KEYS: readonly string[] = Object.freeze(['schedule', 'validateAdversarial', 'fgsmGuard']);
+export const CALLBACK_ONLY_KEYS = Object.freeze(['schedule', 'validateAdversarial', 'fgsmGuard', 'initialStep'] as const);
 
 /** The top-level option names of each method (TypeScript checks below that they cover every declared option). */
 const METHOD_KEYS = {
@@ -132,7 +132,13 @@ const METHOD_KEYS = {
 } as const;
 /** Compile-time check: a new option of a training method must be added to METHOD_KEYS (else it would be refused). */
 type Covers<T, L extends readonly string[]> = [Exclude<keyof T, L[number]>] extends [never] ? true : Exclude<keyof T, L[number]>;
-const METHOD_KEYS_COVER_EVERY_OPTION: [Covers<DeepTrainingOptions, typeof METHOD_KEYS.deep>, Covers<PgdTrainingOptions, typeof METHOD_KEYS.pgd>, Covers<FgsmTrainingOptions, typeof METHOD_KEYS.fgsm>] = [true, true, true];
+type CallbackOnlyOptions = Record<Exclude<keyof AdversarialCallbackOptions, 'method' | 'cleanWeight' | 'seed' | 'loss' | 'skipNonFiniteUpdates'>, unknown>;
+const METHOD_KEYS_COVER_EVERY_OPTION: [
+  Covers<DeepTrainingOptions, typeof METHOD_KEYS.deep>,
+  Covers<PgdTrainingOptions, typeof METHOD_KEYS.pgd>,
+  Covers<FgsmTrainingOptions, typeof METHOD_KEYS.fgsm>,
+  Covers<CallbackOnlyOptions, typeof CALLBACK_ONLY_KEYS>,
+] = [true, true, true, true];
 void METHOD_KEYS_COVER_EVERY_OPTION;
 const VALIDATE_ADVERSARIAL_KEYS = ['x', 'y', 'epsilon', 'norm', 'steps', 'stepSize', 'restarts', 'clip', 'seed', 'batchSize'];
 const FGSM_GUARD_KEYS = ['x', 'y', 'examples', 'epsilon', 'steps', 'maxDrop', 'stopTraining', 'seed'];
