@@ -13,7 +13,9 @@
 //      entries from CommonJS, and type-checks scripts/compat/types.ts with TypeScript's node10,
 //      node16 and bundler module resolutions (plus a negative control that must fail).
 //
-// Needs the npm registry. Options: --tfjs 4.10.0,latest   --no-build   --keep (leave the projects)
+//   4. installs the CLI package (scripts/pack-cli.mjs) next to the library tarball and runs the command.
+//
+// Needs the npm registry. Options: --tfjs 4.10.0,latest   --no-build   --no-cli   --keep (leave the projects)
 import {spawnSync} from 'node:child_process';
 import {copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
@@ -218,6 +220,26 @@ for (const version of packed ? versions : []) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The CLI package (cli/, packed by scripts/pack-cli.mjs) installed next to the library tarball.
+if (packed && !flag('--no-cli')) {
+  await step('tfjs-deep-adversarial-cli: npm install <library tarball> <cli tarball>; the command runs', () => {
+    const r = run(process.execPath, [join(root, 'scripts', 'pack-cli.mjs'), '--out', work], root);
+    const cliTarball = r.stdout.trim().split('\n').pop();
+    const proj = join(work, 'cli-project');
+    mkdirSync(proj);
+    writeFileSync(join(proj, 'package.json'), JSON.stringify({name: 'compat-cli', private: true}, null, 2));
+    run(npm, ['install', '--no-audit', '--no-fund', packed.tarball, cliTarball], proj);
+    const ls = run(npm, ['ls', '--all', '--parseable'], proj, {allowFail: true});
+    check(ls.status === 0, '`npm ls --all` is clean');
+    const cores = ls.stdout.split('\n').filter((p) => p.replace(/\\/g, '/').endsWith('node_modules/@tensorflow/tfjs-core'));
+    check(cores.length === 1, `one copy of @tensorflow/tfjs-core (${cores.length})`);
+    const v = run(npm, ['exec', '--no', '--', 'tfjs-deep-adversarial', '--version'], proj, {allowFail: true});
+    check(v.status === 0 && v.stdout.trim() === pkg.version, `\`npx tfjs-deep-adversarial --version\` prints ${v.stdout.trim() || v.stderr.trim().split('\n')[0]}`);
+    const h = run(npm, ['exec', '--no', '--', 'tfjs-deep-adversarial', 'train', '--help'], proj, {allowFail: true});
+    check(h.status === 0 && /--method/.test(h.stdout), '`npx tfjs-deep-adversarial train --help` exits 0');
+  });
+}
+
 const total = (Date.now() - t0) / 1000;
 process.stdout.write(`\n# summary (${total.toFixed(1)} s)\n`);
 for (const [name, s] of timings) process.stdout.write(`  ${s.toFixed(1).padStart(6)} s  ${name}\n`);

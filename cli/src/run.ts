@@ -1,5 +1,5 @@
 /**
- * Executable entry of the CLI (`node --import tsx src/cli/run.ts …` in a
+ * Executable entry of the CLI (`node --import tsx cli/src/run.ts …` in a
  * checkout; the `bin` shim calls `main` of the compiled CLI). No top-level
  * await and no `import.meta`, so this file also compiles to CommonJS.
  */
