@@ -83,8 +83,9 @@ describe('evaluateRobustness', () => {
     assert.equal(r.examples, n);
     assert.equal(r.cleanAccuracy, expectedRobust(xs, labels, 0) / n);
     const byName = Object.fromEntries(r.attacks.map((a) => [a.name, a]));
-    assert.deepEqual(Object.keys(byName), ['FGSM', 'PGD-10×2 L∞', 'PGD-10 L2', 'Deep (CG)']);
-    for (const name of ['FGSM', 'PGD-10×2 L∞', 'Deep (CG)']) {
+    const deepName = 'Deep threat (CG, input + hidden layers)';
+    assert.deepEqual(Object.keys(byName), ['FGSM', 'PGD-10×2 L∞', 'PGD-10 L2', deepName]);
+    for (const name of ['FGSM', 'PGD-10×2 L∞', deepName]) {
       const got = byName[name].points.map((p) => p.robust);
       const want = epsilons.map((e) => expectedRobust(xs, labels, e * dwL1));
       assert.deepEqual(got, want, `${name}: robust counts ${got} vs known optimum ${want}`);
@@ -98,7 +99,9 @@ describe('evaluateRobustness', () => {
     const linf = r.worstCase.filter((w) => w.norm === 'linf');
     assert.deepEqual(linf.map((w) => w.epsilon), epsilons);
     assert.deepEqual(linf.map((w) => w.robust), epsilons.map((e) => expectedRobust(xs, labels, e * dwL1)));
-    assert.deepEqual(linf[1].attacks, ['FGSM', 'PGD-10×2 L∞', 'Deep (CG)']);
+    // The deep threat is reported apart, never in the input worst case.
+    assert.deepEqual(linf[1].attacks, ['FGSM', 'PGD-10×2 L∞']);
+    assert.equal(byName[deepName].threat, 'deep');
     assert.deepEqual(r.worstCase.filter((w) => w.norm === 'l2').map((w) => w.attacks), epsilons.map(() => ['PGD-10 L2']));
     // JSON-serialisable as is.
     assert.deepEqual(JSON.parse(JSON.stringify(r)), r);

@@ -56,7 +56,10 @@ export function accuracyChart(
   return {
     id,
     title,
-    caption: `Robust accuracy under each ${normLabel} attack and the per-example worst case over all of them (an example counts only if it survives every attack).`,
+    caption:
+      `Robust accuracy under each ${normLabel} attack and the input worst case: per example over every input-space attack ` +
+      '(an example counts only if it survives every one of them). A "deep threat" curve, where present, also disturbs hidden layers: ' +
+      'it is a different threat model and is not part of the input worst case.',
     spec: {
       $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
       width: WIDTH,

@@ -18,7 +18,7 @@ import type {BackendChoice} from 'tfjs-deep-adversarial/node';
 import type {RunMetadata} from './run_metadata.js';
 
 /** Attack names accepted by `--attacks`. */
-export const EVAL_ATTACKS = ['fgsm', 'pgd', 'pgd-l2', 'deep'] as const;
+export const EVAL_ATTACKS = ['fgsm', 'pgd', 'pgd-l2', 'apgd-ce', 'apgd-t', 'square', 'autoattack', 'autoattack-fast', 'deep'] as const;
 
 /** Options of the `eval` command (after parsing). */
 export interface EvalCommandOptions {
@@ -68,18 +68,37 @@ function fmtEps(e: number | null): string {
   return e === null ? 'own' : `ε=${e}`;
 }
 
-/** Human-readable tables of a robustness result. */
+const NORM_NAME = {linf: 'L∞', l2: 'L2', l1: 'L1'} as const;
+
+/** Human-readable tables of a robustness result: input attacks with their worst case, the deep threat apart, masking checks. */
 export function formatResult(r: RobustnessResult): string {
   const lines: string[] = [];
   for (const norm of ['linf', 'l2', 'l1'] as const) {
-    const attacks = r.attacks.filter((a) => a.norm === norm);
-    if (attacks.length === 0) continue;
-    const eps = [...new Set(attacks.flatMap((a) => a.points.map((p) => p.epsilon)))].sort((a, b) => (a ?? -1) - (b ?? -1));
-    const rows = attacks.map((a) => [a.name, ...eps.map((e) => pct(a.points.find((p) => p.epsilon === e)?.accuracy))]);
-    const worst = r.worstCase.filter((w) => w.norm === norm);
-    if (worst.length) rows.push([`worst case (${norm === 'linf' ? 'L∞' : norm.toUpperCase()})`, ...eps.map((e) => pct(worst.find((w) => w.epsilon === e)?.accuracy))]);
-    lines.push(table([`robust accuracy, ${norm === 'linf' ? 'L∞' : norm.toUpperCase()}`, ...eps.map(fmtEps)], rows), '');
+    for (const threat of ['input', 'deep'] as const) {
+      const attacks = r.attacks.filter((a) => a.norm === norm && (a.threat ?? (a.kind === 'deep' ? 'deep' : 'input')) === threat);
+      if (attacks.length === 0) continue;
+      const eps = [...new Set(attacks.flatMap((a) => a.points.map((p) => p.epsilon)))].sort((a, b) => (a ?? -1) - (b ?? -1));
+      const rows = attacks.map((a) => [a.name, ...eps.map((e) => pct(a.points.find((p) => p.epsilon === e)?.accuracy))]);
+      for (const a of attacks) {
+        const stageNames = a.points.find((p) => p.stages)?.stages?.map((g) => g.name) ?? [];
+        for (const name of stageNames) {
+          rows.push([`  ${a.name}: after ${name}`, ...eps.map((e) => pct(a.points.find((p) => p.epsilon === e)?.stages?.find((g) => g.name === name)?.robustAccuracy))]);
+        }
+      }
+      if (threat === 'input') {
+        const worst = r.worstCase.filter((w) => w.norm === norm);
+        if (worst.length) rows.push([`input worst case (${NORM_NAME[norm]})`, ...eps.map((e) => pct(worst.find((w) => w.epsilon === e)?.accuracy))]);
+      }
+      const title = threat === 'input' ? `robust accuracy, input attacks, ${NORM_NAME[norm]}` : `deep threat (input ${NORM_NAME[norm]} ε + hidden layers; not an input attack)`;
+      lines.push(table([title, ...eps.map(fmtEps)], rows), '');
+    }
   }
+  if (r.checks?.length) {
+    lines.push('gradient-masking checks:');
+    for (const c of r.checks) lines.push(`  ${c.status === 'warning' ? 'WARNING' : c.status === 'ok' ? 'ok     ' : 'not run'} ${c.check}: ${c.detail}`);
+    lines.push('');
+  }
+  for (const w of r.warnings ?? []) if (!w.startsWith('possible gradient masking')) lines.push(`warning: ${w}`);
   if (r.layerProfile) {
     const lp = r.layerProfile;
     lines.push(
@@ -114,9 +133,14 @@ export async function evalCommand(o: EvalCommandOptions, log: (s: string) => voi
     if (a === 'fgsm') attacks.push({kind: 'fgsm'});
     if (a === 'pgd') attacks.push({kind: 'pgd', steps: o.pgdSteps, restarts: o.restarts});
     if (a === 'pgd-l2') attacks.push({kind: 'pgd', norm: 'l2', steps: o.pgdSteps, restarts: o.restarts, epsilons: o.l2Epsilons});
+    if (a === 'apgd-ce') attacks.push({kind: 'apgd', loss: 'ce'});
+    if (a === 'apgd-t') attacks.push({kind: 'apgd', targeted: true});
+    if (a === 'square') attacks.push({kind: 'square'});
+    if (a === 'autoattack') attacks.push({kind: 'autoattack'});
+    if (a === 'autoattack-fast') attacks.push({kind: 'autoattack', version: 'fast'});
     // The deep attack also disturbs hidden layers: a stronger threat model than any input attack,
-    // so it is reported on its own and kept out of the input worst case.
-    if (a === 'deep') attacks.push({kind: 'deep', maxIterations: o.deepIterations, hidden, includeInWorstCase: false});
+    // so it is reported on its own ("deep threat") and never enters the input worst case.
+    if (a === 'deep') attacks.push({kind: 'deep', maxIterations: o.deepIterations, hidden});
   }
   log(`evaluating ${modelDir} on ${test.count} MNIST test examples (${backend} backend)`);
   const progress = createProgress(o.progress);

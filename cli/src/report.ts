@@ -135,6 +135,79 @@ function shortLayer(name: string, inputLayer?: string): string {
 
 const NORM_SUFFIX: Record<string, string> = {linf: '‖d‖∞', l1: '‖d‖₁', l2: '‖d‖₂', quadratic: '‖d‖₂'};
 
+type EvalAttack = EvalFile['result']['attacks'][number];
+
+/** The deep attack (input + hidden layers): a separate threat model (older eval.json files have no `threat`). */
+function isDeep(a: EvalAttack): boolean {
+  return (a.threat ?? (a.kind === 'deep' ? 'deep' : 'input')) === 'deep';
+}
+
+function deepLabel(name: string): string {
+  return /deep threat/i.test(name) ? name : `${name} — deep threat (input + hidden layers)`;
+}
+
+/** A masking check as the report shows it. */
+interface ReportCheck {
+  check: string;
+  status: 'ok' | 'warning' | 'not-run';
+  detail: string;
+}
+
+/**
+ * The gradient-masking checks of an evaluation: those stored in eval.json, or (older files) the two that
+ * can be recomputed from the stored accuracies — FGSM vs the iterative attacks, and accuracy at a large L∞ ε.
+ */
+export function maskingChecksOf(res: EvalFile['result']): ReportCheck[] {
+  if (res.checks) return res.checks;
+  const out: ReportCheck[] = [];
+  const pctS = (v: number) => `${(100 * v).toFixed(1)} %`;
+  const fg = res.attacks.filter((a) => a.kind === 'fgsm');
+  const it = res.attacks.filter((a) => a.norm === 'linf' && ['pgd', 'apgd', 'autoattack'].includes(a.kind));
+  const bad: string[] = [];
+  let ran = false;
+  for (const f of fg) {
+    for (const p of f.points) {
+      for (const a of it) {
+        const q = a.points.find((x) => x.epsilon === p.epsilon);
+        if (!q) continue;
+        ran = true;
+        if (p.accuracy < q.accuracy - 0.005) bad.push(`ε=${p.epsilon}: ${f.name} ${pctS(p.accuracy)} < ${a.name} ${pctS(q.accuracy)}`);
+      }
+    }
+  }
+  out.push({check: 'fgsm-vs-iterative', status: !ran ? 'not-run' : bad.length ? 'warning' : 'ok', detail: bad.length ? bad.join('; ') : ran ? 'FGSM never more than 0.5 point below an iterative attack' : 'needs FGSM and PGD at the same ε'});
+  const large = res.clip ? (res.clip[1] - res.clip[0]) / 2 : Infinity;
+  const big = res.worstCase.filter((w) => w.norm === 'linf' && w.epsilon >= large);
+  const stuck = big.filter((w) => w.accuracy > 0.02);
+  out.push({
+    check: 'large-epsilon',
+    status: big.length === 0 ? 'not-run' : stuck.length ? 'warning' : 'ok',
+    detail: big.length === 0 ? `needs an L∞ ε ≥ ${large}` : big.map((w) => `input worst case at L∞ ε=${w.epsilon}: ${pctS(w.accuracy)}${w.accuracy > 0.02 ? ' (should be ≈ 0: a near-constant classifier or masked gradients)' : ''}`).join('; '),
+  });
+  out.push({check: 'square-vs-gradient', status: 'not-run', detail: 'needs Square or AutoAttack (eval --attacks autoattack)'});
+  return out;
+}
+
+function checksHtml(runs: Run[]): string {
+  const items: string[] = [];
+  for (const r of runs) {
+    const res = r.evalFile?.result;
+    if (!res) continue;
+    const checks = maskingChecksOf(res);
+    const warn = checks.filter((c) => c.status === 'warning');
+    const text = warn.length
+      ? `<strong>possible gradient masking</strong>: ${warn.map((c) => `${esc(c.check)} — ${esc(c.detail)}`).join('; ')}`
+      : `no masking symptom found (${checks.map((c) => `${esc(c.check)}: ${esc(c.status)}`).join(', ')})`;
+    items.push(`<li${warn.length ? ' class="warn"' : ''}><code>${esc(basename(r.dir))}</code>: ${text}</li>`);
+  }
+  if (items.length === 0) return '';
+  return (
+    '<h2>Gradient-masking checks</h2>\n<p class="meta">Square (no gradients) breaking examples the gradient attacks left robust; FGSM beating an iterative attack; ' +
+    'accuracy above 2 % at an L∞ ε of half the input range (where every image can be moved to the same grey image). A warning means the robust ' +
+    `accuracy of that model is not trustworthy.</p>\n<ul class="checks">${items.join('')}</ul>`
+  );
+}
+
 /** The charts of a set of runs. */
 export function buildCharts(runs: Run[]): Chart[] {
   const charts: Chart[] = [];
@@ -146,19 +219,20 @@ export function buildCharts(runs: Run[]): Chart[] {
     for (const norm of ['linf', 'l2', 'l1'] as const) {
       const rows: {epsilon: number; accuracy: number; attack: string}[] = [];
       for (const a of res.attacks.filter((x) => x.norm === norm)) {
-        for (const p of a.points) if (p.epsilon !== null) rows.push({epsilon: p.epsilon, accuracy: p.accuracy, attack: a.name});
+        const label = isDeep(a) ? deepLabel(a.name) : a.name;
+        for (const p of a.points) if (p.epsilon !== null) rows.push({epsilon: p.epsilon, accuracy: p.accuracy, attack: label});
       }
       if (rows.length === 0) continue;
       const worst = res.worstCase.filter((w) => w.norm === norm);
       const attacksInWorst = new Set(worst.flatMap((w) => w.attacks));
-      const worstLabel = 'worst case (per example)';
+      const worstLabel = `input worst case (per example, over ${[...attacksInWorst].join(', ')})`;
       if (attacksInWorst.size > 1) for (const w of worst) rows.push({epsilon: w.epsilon, accuracy: w.accuracy, attack: worstLabel});
       const c = accuracyChart(`acc-${short(r)}-${norm}`, `Accuracy vs ε — ${r.label}`, norm, rows, worstLabel);
-      const deep = res.attacks.find((a) => a.kind === 'deep' && a.norm === norm);
+      const deep = res.attacks.find((a) => isDeep(a) && a.norm === norm);
       if (deep) {
         const h = deep.settings.hidden as {kind?: string; lambda?: number} | string | null | undefined;
         const hidden = h && typeof h === 'object' ? `a quadratic penalty λ=${h.lambda}` : h === 'own' ? 'the model\'s own hidden penalties' : null;
-        if (hidden) c.caption += ` “${deep.name}” also disturbs every hidden layer (${hidden}) on top of the input budget ε, so it lies below the clean accuracy even at ε = 0.`;
+        if (hidden) c.caption += ` “${deepLabel(deep.name)}” also disturbs every hidden layer (${hidden}) on top of the input budget ε, so it lies below the clean accuracy even at ε = 0; it is not part of the input worst case.`;
       }
       charts.push(c);
     }
@@ -170,7 +244,7 @@ export function buildCharts(runs: Run[]): Chart[] {
       (r.evalFile as EvalFile).result.worstCase.filter((w) => w.norm === 'linf').map((w) => ({epsilon: w.epsilon, accuracy: w.accuracy, attack: short(r)})),
     );
     const c = accuracyChart('acc-compare-linf', 'Worst-case L∞ robust accuracy — all models', 'linf', rows, '', 'model');
-    c.caption = 'Per-example worst case over all L∞ attacks of each model\'s evaluation, one curve per model.';
+    c.caption = 'Input worst case (per example over all L∞ input-space attacks of each model\'s evaluation; the deep threat excluded), one curve per model.';
     charts.push(c);
   }
   // 2. Training curves.
@@ -238,7 +312,12 @@ function summaryTable(runs: Run[]): string {
   const epsSet = new Set<number>();
   for (const r of runs) for (const w of r.evalFile?.result.worstCase ?? []) if (w.norm === 'linf') epsSet.add(w.epsilon);
   const eps = [...epsSet].sort((a, b) => a - b);
-  const head = ['run', 'model', 'training', 'epochs', 'train examples', 'clean test acc.', ...eps.map((e) => `worst-case L∞ acc. ε=${e}`), 'test examples'];
+  const aaEps = new Set<number>();
+  for (const r of runs) for (const a of r.evalFile?.result.attacks ?? []) if (a.kind === 'autoattack' && a.norm === 'linf') for (const p of a.points) if (p.epsilon !== null) aaEps.add(p.epsilon);
+  const aa = [...aaEps].sort((a, b) => a - b);
+  const head = [
+    'run', 'model', 'training', 'epochs', 'train examples', 'clean test acc.', ...aa.map((e) => `AutoAttack L∞ acc. ε=${e}`), ...eps.map((e) => `input worst-case L∞ acc. ε=${e}`), 'masking checks', 'test examples',
+  ];
   const rows = runs.map((r) => {
     const o = r.run?.options;
     const res = r.evalFile?.result;
@@ -249,7 +328,9 @@ function summaryTable(runs: Run[]): string {
       r.run ? `${r.run.epochsDone}${r.run.status !== 'complete' ? ` (${r.run.status})` : ''}` : '—',
       r.run ? String(r.run.data.trainExamples) : '—',
       res ? pct(res.cleanAccuracy) : '—',
+      ...aa.map((e) => pct(res?.attacks.find((a) => a.kind === 'autoattack' && a.norm === 'linf')?.points.find((p) => p.epsilon === e)?.accuracy)),
       ...eps.map((e) => pct(res?.worstCase.find((w) => w.norm === 'linf' && w.epsilon === e)?.accuracy)),
+      res ? (maskingChecksOf(res).some((c) => c.status === 'warning') ? 'WARNING' : 'ok') : '—',
       res ? String(res.examples) : '—',
     ];
   });
@@ -302,6 +383,7 @@ figure { margin: 1.5em 0; }
 figcaption { font-size: 0.9em; color: #444; max-width: 900px; margin-bottom: 0.5em; }
 svg { max-width: 100%; height: auto; }
 ul.runs { font-size: 0.9em; }
+li.warn { color: #a40000; }
 </style>
 </head>
 <body>
@@ -310,6 +392,8 @@ ul.runs { font-size: 0.9em; }
 <ul class="runs">${runs.map((r) => `<li>${esc(r.label)} <code>${esc(baseDir ? relative(baseDir, r.dir) || '.' : r.dir)}</code></li>`).join('')}</ul>
 <h2>Summary</h2>
 ${summaryTable(runs)}
+<p class="meta">Headline: AutoAttack (APGD-CE → APGD-T → Square, FAB-T not implemented) where evaluated; the input worst case is per example over every input-space attack run (AutoAttack included); the deep threat, which also disturbs hidden layers, is reported separately and is not part of it.</p>
+${checksHtml(runs)}
 ${parts.join('\n')}
 </body>
 </html>

@@ -12,9 +12,16 @@
  * - An example is **robust** to an attack at ε when it is correct on the clean
  *   input *and* correct on the attacked input (as RobustBench/AutoAttack
  *   count it), so robust accuracy never exceeds clean accuracy.
- * - The **worst case** at (norm, ε) counts an example as robust only if it is
- *   robust to every attack evaluated at that norm and ε. Attacks of different
- *   norms are never mixed (an L2 ε and an L∞ ε are different threat models).
+ * - The **input worst case** at (norm, ε) counts an example as robust only if
+ *   it is robust to every *input-space* attack evaluated at that norm and ε
+ *   (FGSM, PGD, APGD, Square, AutoAttack). Attacks of different norms are never
+ *   mixed (an L2 ε and an L∞ ε are different threat models).
+ * - The **deep threat** (the deep attack, which also disturbs every hidden
+ *   layer) is a different, stronger threat model: it is reported on its own
+ *   (`threat: 'deep'`) and never enters the input worst case.
+ * - **Gradient-masking checks** (`checks`, `warnings`): Square (no gradients)
+ *   breaking examples the gradient attacks left robust, FGSM beating an
+ *   iterative attack, accuracy not falling to ≈ 0 at a large L∞ ε.
  *
  * @packageDocumentation
  */
@@ -22,8 +29,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
 import {deepAttack, DeepAttackOptions, predictDisturbed} from '../attacks/deep.js';
-import {fgsmAttack} from '../attacks/fgsm.js';
-import {AttackNorm, pgdAttackWithInfo} from '../attacks/pgd.js';
+import type {AutoAttackStageResult, AutoAttackVersion} from '../attacks/autoattack.js';
+import type {LogitLoss} from '../attacks/logits.js';
+import {AttackNorm} from '../attacks/pgd.js';
+import {prepareAttack, PreparedAttack as RegistryAttack, ThreatModel} from '../attacks/registry.js';
+import {checkKnownKeys, describeValue} from '../util/options.js';
 import {Disturbance} from '../layers/disturbance.js';
 import {DEFAULT_HIDDEN_PENALTY, DEFAULT_INPUT_PENALTY, disturbanceSites, instrument} from '../model/instrument.js';
 import {assertCompatibleXY, batchSizeOf, LossFn, outputTasks, OutputTask, Tensors} from '../objective/loss.js';
@@ -67,6 +77,8 @@ export interface PgdAttackSpec {
   relativeStepSize?: number;
   /** Random start in the ε-ball; default true. */
   randomStart?: boolean;
+  /** Loss: `'ce'`, `'cw'` (CW margin), `'dlr'` on the logits; default the evaluation's loss (the model's). */
+  loss?: LogitLoss;
   /** Count this attack in the worst case (default true). */
   includeInWorstCase?: boolean;
   /**
@@ -76,6 +88,48 @@ export interface PgdAttackSpec {
    * through a temporary instrumented view sharing the weights; ε then is a radius in embedding space.
    */
   layer?: string;
+}
+
+/** APGD (Croce & Hein 2020) at every ε of the list: APGD-CE, APGD-DLR, or APGD-T with `targeted`. */
+export interface ApgdAttackSpec {
+  kind: 'apgd';
+  /** Name in the results (unique). Default e.g. `'APGD-CE L∞'`, `'APGD-T L∞'`. */
+  name?: string;
+  epsilons?: number[];
+  norm?: AttackNorm;
+  /** Iterations per run; default 100. */
+  steps?: number;
+  restarts?: number;
+  /** Default `'ce'` (untargeted) / `'dlr'` (targeted). */
+  loss?: LogitLoss;
+  targeted?: boolean;
+  /** Target classes of APGD-T; default 9 (at most K − 1). */
+  targetClasses?: number;
+  includeInWorstCase?: boolean;
+}
+
+/** Square attack (score-based, no gradients) at every ε of the list. */
+export interface SquareAttackSpec {
+  kind: 'square';
+  name?: string;
+  epsilons?: number[];
+  norm?: AttackNorm;
+  /** Queries per example; default 5000. */
+  queries?: number;
+  pInit?: number;
+  imageShape?: [number, number, number];
+  includeInWorstCase?: boolean;
+}
+
+/** AutoAttack (the cascade; see `autoAttack`) at every ε of the list. */
+export interface AutoAttackSpec {
+  kind: 'autoattack';
+  name?: string;
+  epsilons?: number[];
+  norm?: AttackNorm;
+  /** `'standard'` (default) or `'fast'`. */
+  version?: AutoAttackVersion;
+  includeInWorstCase?: boolean;
 }
 
 /**
@@ -115,12 +169,15 @@ export interface DeepAttackSpec {
   maxIterations?: number;
   /** Budget of batched gradient evaluations per batch. */
   maxGradientEvaluations?: number;
-  /** Count this attack in the worst case (default true; only points with a numeric ε take part). */
-  includeInWorstCase?: boolean;
+  /**
+   * Must be false or absent: the deep attack also moves hidden layers, a different threat model,
+   * so it is reported on its own (`threat: 'deep'`) and never enters the input worst case.
+   */
+  includeInWorstCase?: false;
 }
 
 /** An attack of {@link evaluateRobustness}. */
-export type RobustnessAttack = FgsmAttackSpec | PgdAttackSpec | DeepAttackSpec;
+export type RobustnessAttack = FgsmAttackSpec | PgdAttackSpec | ApgdAttackSpec | SquareAttackSpec | AutoAttackSpec | DeepAttackSpec;
 
 /** A progress report of {@link evaluateRobustness} and {@link layerVulnerability}. */
 export interface RobustnessProgress {
@@ -171,6 +228,12 @@ export interface AttackPoint {
   outputs?: number[];
   /** Batched gradient evaluations spent, summed over batches. */
   gradientEvaluations: number;
+  /** Batched forward-only passes (Square queries), summed over batches. */
+  forwardEvaluations?: number;
+  /** Examples whose prediction on the attacked input had a NaN/Inf value (counted as not robust). */
+  nonFinitePredictions?: number;
+  /** AutoAttack: the cascade's stages, summed over batches (robust accuracy after each stage). */
+  stages?: AutoAttackStageResult[];
   /** Wall-clock seconds. */
   seconds: number;
 }
@@ -179,6 +242,8 @@ export interface AttackPoint {
 export interface AttackResult {
   name: string;
   kind: RobustnessAttack['kind'];
+  /** `'input'`: an input-space attack; `'deep'`: the deep threat (input and hidden layers), never in the input worst case. */
+  threat: ThreatModel;
   /** Norm of the threat model (for the deep attack: of its input budget). */
   norm: 'linf' | 'l2' | 'l1';
   /** The attack's settings, defaults filled in (JSON). */
@@ -187,8 +252,10 @@ export interface AttackResult {
   points: AttackPoint[];
 }
 
-/** Worst case over the attacks at one (norm, ε). */
+/** Input worst case over the input attacks at one (norm, ε). */
 export interface WorstCasePoint {
+  /** Always `'input'`: the deep attack never takes part. */
+  threat?: 'input';
   norm: 'linf' | 'l2' | 'l1';
   epsilon: number;
   /** Fraction of examples robust to every attack listed in `attacks` (NaN without classification output). */
@@ -221,14 +288,36 @@ export interface RobustnessResult {
   seed: number;
   batchSize: number;
   attacks: AttackResult[];
-  /** Worst case per (norm, ε), sorted by norm then ε. */
+  /** Input worst case per (norm, ε), over the input attacks only, sorted by norm then ε. */
   worstCase: WorstCasePoint[];
+  /** Gradient-masking checks, and whether each could be run. */
+  checks: MaskingCheck[];
+  /** Human-readable warnings: failed masking checks and NaN predictions. */
+  warnings: string[];
+  /** Examples whose clean prediction had a NaN/Inf value (counted as misclassified). */
+  nonFiniteCleanPredictions: number;
   /** Per-layer vulnerability profile, when requested. */
   layerProfile?: LayerProfile;
   /** Per-example 0/1 outcomes, when requested: `attacks[name][String(ε)]`. */
   perExample?: {clean: number[]; attacks: Record<string, Record<string, number[]>>};
   /** Wall-clock seconds of the whole evaluation. */
   seconds: number;
+}
+
+/** One gradient-masking check of {@link evaluateRobustness}. */
+export interface MaskingCheck {
+  /**
+   * `square-vs-gradient`: the gradient-free Square attack broke more than 0.5 % of the examples that every
+   * gradient attack at the same (norm, ε) left robust; `fgsm-vs-iterative`: FGSM's accuracy is more than
+   * 0.5 point below an iterative gradient attack's (PGD, APGD, AutoAttack) at the same ε; `large-epsilon`:
+   * at an L∞ ε of at least half the clip range (every input can then be moved to the mid-grey image) the
+   * input worst case stays above 2 %.
+   */
+  check: 'square-vs-gradient' | 'fgsm-vs-iterative' | 'large-epsilon';
+  /** `warning`: the symptom was found; `ok`: checked, not found; `not-run`: the attacks/ε it needs were not evaluated. */
+  status: 'ok' | 'warning' | 'not-run';
+  /** What was compared, with the numbers. */
+  detail: string;
 }
 
 /** Options of {@link layerVulnerability}. */
@@ -290,6 +379,7 @@ export interface AttackOutcome {
 }
 
 const WHO = 'evaluateRobustness';
+const ROBUSTNESS_KEYS = ['attacks', 'batchSize', 'epsilons', 'clip', 'loss', 'seed', 'layerProfile', 'perExample', 'onProgress'] as const;
 const NORM_ORDER = {linf: 0, l2: 1, l1: 2} as const;
 
 /**
@@ -387,12 +477,16 @@ const NORM_LABEL = {linf: 'L∞', l2: 'L2', l1: 'L1'} as const;
 interface PreparedAttack {
   name: string;
   kind: RobustnessAttack['kind'];
+  /** `'input'` or `'deep'` (never in the input worst case). */
+  threat: ThreatModel;
+  /** Whether the attack uses gradients (all but Square). */
+  usesGradients: boolean;
   norm: 'linf' | 'l2' | 'l1';
   epsilons: (number | null)[];
   includeInWorstCase: boolean;
   settings: Record<string, unknown>;
-  /** Runs the attack at ε on a batch; returns the predictions on the attacked batch and the gradient evaluations. */
-  run(x: Tensors, y: Tensors, epsilon: number | null, seed: number): {pred: Tensors; gradientEvaluations: number};
+  /** Runs the attack at ε on a batch; returns the predictions on the attacked batch and the cost. */
+  run(x: Tensors, y: Tensors, epsilon: number | null, seed: number): {pred: Tensors; gradientEvaluations: number; forwardEvaluations?: number; stages?: AutoAttackStageResult[]};
 }
 
 /** PGD/FGSM on Disturbance layers (embedding outputs, several inputs) when the input itself cannot be attacked. */
@@ -430,8 +524,17 @@ function isModelInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
   }
 }
 
+const DEEP_SPEC_KEYS = ['kind', 'name', 'epsilons', 'norm', 'hidden', 'penalties', 'solver', 'maxIterations', 'maxGradientEvaluations', 'includeInWorstCase'] as const;
+
 function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
   const where = `${WHO}: attack '${spec.name ?? 'deep'}'`;
+  checkKnownKeys(spec, DEEP_SPEC_KEYS, where);
+  if (spec.includeInWorstCase) {
+    throw new Error(
+      `${where}: includeInWorstCase must be false for the deep attack: it also disturbs hidden layers (the deep threat), ` +
+        'so it is reported on its own and never mixed into the input worst case.',
+    );
+  }
   if (spec.penalties !== undefined && spec.epsilons !== undefined) {
     throw new Error(`${where}: give either 'penalties' (fixed budgets) or 'epsilons' (a sweep of the input budget), not both.`);
   }
@@ -476,11 +579,13 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
     settings.penalties = typeof spec.penalties === 'function' ? 'custom function' : spec.penalties ?? 'own';
   }
   return {
-    name: spec.name ?? 'Deep (CG)',
+    name: spec.name ?? 'Deep threat (CG, input + hidden layers)',
     kind: 'deep',
+    threat: 'deep',
+    usesGradients: true,
     norm,
     epsilons,
-    includeInWorstCase: spec.includeInWorstCase ?? true,
+    includeInWorstCase: false,
     settings,
     run(x, y, epsilon, seed) {
       let penalties: DeepAttackOptions['penalties'] = spec.penalties;
@@ -507,72 +612,116 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
   };
 }
 
-function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
-  if (spec === null || typeof spec !== 'object') throw new Error(`${WHO}: every entry of options.attacks must be an object with a 'kind'.`);
-  const forWorst = spec.includeInWorstCase ?? true;
-  switch (spec.kind) {
-    case 'fgsm': {
-      const name = spec.name ?? (spec.randomStart ? 'FGSM-RS' : 'FGSM');
-      const eps = spec.epsilons ?? o.epsilons;
-      if (eps === undefined) throw new Error(`${WHO}: attack '${name}' has no epsilons; give attack.epsilons or options.epsilons.`);
-      return {
-        name,
-        kind: 'fgsm',
-        norm: 'linf',
-        epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
-        includeInWorstCase: forWorst,
-        settings: {randomStart: spec.randomStart ?? false, alpha: spec.alpha ?? (spec.randomStart ? '1.25ε' : null)},
-        run: siteRunner(model, spec.layer, name, (epsilon, seed) => ({
-          epsilon, norm: 'linf', steps: 1, restarts: 1, randomStart: spec.randomStart ?? false,
-          stepSize: spec.randomStart ? spec.alpha ?? 1.25 * epsilon : epsilon, clip: o.clip, seed, loss: o.loss,
-        })) ?? function (x, y, epsilon, seed) {
-          const adv = fgsmAttack(model, x as tf.Tensor, y as tf.Tensor, {epsilon: epsilon as number, clip: o.clip, randomStart: spec.randomStart, alpha: spec.alpha, seed, loss: o.loss});
-          try {
-            return {pred: model.predict(adv) as tf.Tensor, gradientEvaluations: 1};
-          } finally {
-            adv.dispose();
-          }
-        },
-      };
-    }
-    case 'pgd': {
-      const norm = spec.norm ?? 'linf';
-      if (norm !== 'linf' && norm !== 'l2') throw new Error(`${WHO}: attack '${spec.name ?? 'pgd'}': 'norm' must be 'linf' or 'l2', got ${JSON.stringify(norm)}.`);
-      const steps = checkInt(spec.steps, `attack '${spec.name ?? 'pgd'}' steps`, 1, 10);
-      const restarts = checkInt(spec.restarts, `attack '${spec.name ?? 'pgd'}' restarts`, 1, 1);
-      const name = spec.name ?? `PGD-${steps}${restarts > 1 ? `×${restarts}` : ''} ${NORM_LABEL[norm]}`;
-      const rel = spec.relativeStepSize ?? 2.5 / steps;
-      if (typeof rel !== 'number' || !Number.isFinite(rel) || rel < 0) {
-        throw new Error(`${WHO}: attack '${name}': 'relativeStepSize' must be a finite number >= 0, got ${String(rel)}.`);
+const SPEC_KEYS = {
+  fgsm: ['randomStart', 'alpha', 'layer'],
+  pgd: ['norm', 'steps', 'restarts', 'relativeStepSize', 'randomStart', 'loss', 'layer'],
+  apgd: ['norm', 'steps', 'restarts', 'loss', 'targeted', 'targetClasses'],
+  square: ['norm', 'queries', 'pInit', 'imageShape'],
+  autoattack: ['norm', 'version'],
+} as const;
+
+/**
+ * An input attack spec → one prepared registry attack per ε (options validated once, here). FGSM and PGD
+ * on models whose input cannot be perturbed directly (token inputs, several inputs) or with `layer` run
+ * on Disturbance sites instead (embedding space).
+ */
+function prepareInput(spec: Exclude<RobustnessAttack, DeepAttackSpec>, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}, model: tfl.LayersModel): PreparedAttack {
+  const kind = spec.kind;
+  const defaultLabel = {fgsm: spec.kind === 'fgsm' && spec.randomStart ? 'FGSM-RS' : 'FGSM', pgd: 'PGD', apgd: 'APGD', square: 'Square', autoattack: 'AutoAttack'}[kind];
+  const label = spec.name ?? defaultLabel;
+  const where = `${WHO}: attack '${label}'`;
+  checkKnownKeys(spec, ['kind', 'name', 'epsilons', 'includeInWorstCase', ...SPEC_KEYS[kind]], where);
+  if (spec.includeInWorstCase !== undefined && typeof spec.includeInWorstCase !== 'boolean') {
+    throw new Error(`${where}: includeInWorstCase must be a boolean; got ${describeValue(spec.includeInWorstCase)}.`);
+  }
+  const eps = spec.epsilons ?? o.epsilons;
+  if (eps === undefined) throw new Error(`${where} has no epsilons; give attack.epsilons or options.epsilons.`);
+  const epsilons = checkNumberList(eps, `attack '${label}' epsilons`);
+  let rel: number | undefined;
+  const at = (epsilon: number): RegistryAttack => {
+    switch (spec.kind) {
+      case 'fgsm':
+        return prepareAttack('fgsm', where, {epsilon, clip: o.clip, randomStart: spec.randomStart, alpha: spec.alpha, loss: o.loss});
+      case 'pgd': {
+        const steps = spec.steps ?? 10;
+        rel = spec.relativeStepSize ?? (typeof steps === 'number' && steps > 0 ? 2.5 / steps : undefined);
+        if (rel !== undefined && (typeof rel !== 'number' || !Number.isFinite(rel) || rel < 0)) {
+          throw new Error(`${where}: 'relativeStepSize' must be a finite number >= 0, got ${describeValue(rel)}.`);
+        }
+        return prepareAttack('pgd', where, {
+          epsilon, norm: spec.norm, steps: spec.steps, restarts: spec.restarts, stepSize: rel === undefined ? undefined : rel * epsilon,
+          randomStart: spec.randomStart, clip: o.clip, loss: spec.loss ?? o.loss,
+        });
       }
-      const eps = spec.epsilons ?? o.epsilons;
-      if (eps === undefined) throw new Error(`${WHO}: attack '${name}' has no epsilons; give attack.epsilons or options.epsilons.`);
-      return {
-        name,
-        kind: 'pgd',
-        norm,
-        epsilons: checkNumberList(eps, `attack '${name}' epsilons`),
-        includeInWorstCase: forWorst,
-        settings: {norm, steps, restarts, relativeStepSize: rel, randomStart: spec.randomStart ?? true},
-        run: siteRunner(model, spec.layer, name, (e, seed) => ({
-          epsilon: e, norm, steps, restarts, stepSize: rel * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: o.loss,
-        })) ?? function (x, y, epsilon, seed) {
-          const e = epsilon as number;
-          const r = pgdAttackWithInfo(model, x as tf.Tensor, y as tf.Tensor, {
-            epsilon: e, norm, steps, restarts, stepSize: rel * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: o.loss,
-          });
-          try {
-            return {pred: model.predict(r.adversarial) as tf.Tensor, gradientEvaluations: r.gradientEvaluations};
-          } finally {
-            tf.dispose([r.adversarial, r.loss]);
-          }
-        },
-      };
+      case 'apgd':
+        return prepareAttack('apgd', where, {epsilon, norm: spec.norm, steps: spec.steps, restarts: spec.restarts, loss: spec.loss, targeted: spec.targeted, targetClasses: spec.targetClasses, clip: o.clip});
+      case 'square':
+        return prepareAttack('square', where, {epsilon, norm: spec.norm, queries: spec.queries, pInit: spec.pInit, imageShape: spec.imageShape, clip: o.clip});
+      case 'autoattack':
+        return prepareAttack('autoattack', where, {epsilon, norm: spec.norm, version: spec.version, clip: o.clip});
+      default:
+        throw new Error(`${where}: unknown kind.`);
     }
+  };
+  const perEps = epsilons.map(at);
+  const first = perEps[0];
+  let site: ReturnType<typeof siteRunner> = null;
+  if (spec.kind === 'fgsm') {
+    site = siteRunner(model, spec.layer, label, (epsilon, seed) => ({
+      epsilon, norm: 'linf', steps: 1, restarts: 1, randomStart: spec.randomStart ?? false,
+      stepSize: spec.randomStart ? spec.alpha ?? 1.25 * epsilon : epsilon, clip: o.clip, seed, loss: o.loss,
+    }));
+  } else if (spec.kind === 'pgd') {
+    const steps = first.settings.steps as number;
+    const restarts = first.settings.restarts as number;
+    const norm = first.norm;
+    const r = rel ?? 2.5 / steps;
+    site = siteRunner(model, spec.layer, label, (e, seed) => ({
+      epsilon: e, norm, steps, restarts, stepSize: r * e, randomStart: spec.randomStart ?? true, clip: o.clip, seed, loss: spec.loss ?? o.loss,
+    }));
+  } else if (model.inputs.length !== 1 || model.outputs.length !== 1 || hasTokenInput(model)) {
+    throw new Error(
+      `${where}: ${kind} attacks the input of a single-input, single-output classifier; model '${model.name}' has ` +
+        `${model.inputs.length} input(s) and ${model.outputs.length} output(s)${hasTokenInput(model) ? ' and token inputs' : ''}. Use 'pgd' or 'fgsm' (they run in embedding space).`,
+    );
+  }
+  return {
+    name: spec.name ?? first.label,
+    kind,
+    threat: 'input',
+    usesGradients: first.usesGradients,
+    norm: first.norm,
+    epsilons,
+    includeInWorstCase: spec.includeInWorstCase ?? true,
+    settings: {...first.settings, ...(site ? {space: 'disturbance sites (embedding / several inputs)'} : {})},
+    run:
+      site ??
+      function (x, y, epsilon, seed) {
+        const r = perEps[epsilons.indexOf(epsilon as number)].run(model, x as tf.Tensor, y as tf.Tensor, {seed});
+        try {
+          return {pred: model.predict(r.adversarial) as tf.Tensor, gradientEvaluations: r.gradientEvaluations, forwardEvaluations: r.forwardEvaluations, stages: r.stages};
+        } finally {
+          tf.dispose(r.objective ? [r.adversarial, r.objective] : [r.adversarial]);
+        }
+      },
+  };
+}
+
+function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: number[]; clip?: [number, number]; loss?: string | LossFn}): PreparedAttack {
+  if (spec === null || typeof spec !== 'object') throw new Error(`${WHO}: every entry of options.attacks must be an object with a 'kind'; got ${describeValue(spec)}.`);
+  switch (spec.kind) {
+    case 'fgsm':
+    case 'pgd':
+    case 'apgd':
+    case 'square':
+    case 'autoattack':
+      return prepareInput(spec, o, model);
     case 'deep':
       return prepareDeep(model, spec, o);
     default:
-      throw new Error(`${WHO}: unknown attack kind ${JSON.stringify((spec as {kind?: unknown}).kind)}; expected 'fgsm', 'pgd' or 'deep'.`);
+      throw new Error(
+        `${WHO}: unknown attack kind ${JSON.stringify((spec as {kind?: unknown}).kind)}; expected 'fgsm', 'pgd', 'apgd', 'square', 'autoattack' or 'deep'.`,
+      );
   }
 }
 
@@ -637,9 +786,11 @@ function pointSeed(seed: number, a: number, p: number, b: number): number {
 
 function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string): void {
   if (!(model instanceof tfl.LayersModel)) throw new Error(`${who}: model must be a tfjs-layers LayersModel (tf.sequential / tf.model).`);
-  if (!listOf(x).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor (or a list of tensors, one per model input).`);
-  if (!listOf(y).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor (or a list of tensors, one per model output).`);
+  if (!listOf(x).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor (or a list of tensors, one per model input); got ${describeValue(x)}.`);
+  if (!listOf(y).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor (or a list of tensors, one per model output); got ${describeValue(y)}.`);
   if ([...listOf(x), ...listOf(y)].some((t) => t.isDisposed)) throw new Error(`${who}: x or y was already disposed.`);
+  const first = listOf(x)[0];
+  if (first === undefined || first.rank < 1 || first.shape[0] === 0) throw new Error(`${who}: x has no examples${first ? ` (shape [${first.shape.join(', ')}])` : ''}; give at least one row.`);
   try {
     assertCompatibleXY(model, x, y);
   } catch (e) {
@@ -647,20 +798,126 @@ function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string
   }
 }
 
+/** Rows of predictions `[B, ...]` holding a NaN or ±Infinity (1 = non-finite). */
+function nonFiniteRows(pred: Tensors): Uint8Array {
+  const ps = listOf(pred);
+  const t = tf.tidy(() => {
+    const flags = ps.map((p) => tf.any(tf.logicalNot(tf.isFinite(tf.reshape(p, [p.shape[0], -1]))), 1));
+    return flags.reduce((a, b) => tf.logicalOr(a, b));
+  });
+  const out = Uint8Array.from(t.dataSync());
+  t.dispose();
+  return out;
+}
+
+const RELEVANT = 0.005;
+
+/** The gradient-masking checks of {@link evaluateRobustness} (see {@link MaskingCheck}). */
+function maskingChecks(
+  n: number,
+  clean: Uint8Array,
+  prepared: PreparedAttack[],
+  outcomes: Uint8Array[][],
+  points: AttackPoint[][],
+  worst: WorstCasePoint[],
+  clip: [number, number] | undefined,
+): MaskingCheck[] {
+  const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
+  const checks: MaskingCheck[] = [];
+  const input = prepared.map((p, a) => ({p, a})).filter(({p}) => p.threat === 'input');
+  // 1. Square vs the gradient attacks, per (norm, ε).
+  const sq: string[] = [];
+  let sqWarn = false;
+  let sqRun = false;
+  for (const {p, a} of input) {
+    p.epsilons.forEach((eps, k) => {
+      if (eps === null) return;
+      // Inside AutoAttack: the Square stage runs only on what APGD-CE and APGD-T left robust.
+      const stage = points[a][k].stages?.find((st) => st.name === 'Square');
+      if (stage) {
+        sqRun = true;
+        const bad = stage.broken > RELEVANT * n;
+        sqWarn ||= bad;
+        sq.push(`${p.name} ε=${eps}: Square broke ${stage.broken} of the ${stage.attacked} examples APGD-CE and APGD-T left robust${bad ? ' (!)' : ''}`);
+      }
+      if (p.kind !== 'square') return;
+      const grads = input.filter(({p: q}) => q.usesGradients && q.norm === p.norm && q.epsilons.includes(eps));
+      if (grads.length === 0) return;
+      sqRun = true;
+      let count = 0;
+      for (let i = 0; i < n; i++) {
+        const gradRobust = clean[i] && grads.every(({p: q, a: qa}) => outcomes[qa][q.epsilons.indexOf(eps)][i]);
+        if (gradRobust && !outcomes[a][k][i]) count++;
+      }
+      const bad = count > RELEVANT * n;
+      sqWarn ||= bad;
+      sq.push(`${p.name} ε=${eps}: broke ${count} examples that ${grads.map(({p: q}) => q.name).join(', ')} left robust${bad ? ' (!)' : ''}`);
+    });
+  }
+  checks.push({
+    check: 'square-vs-gradient',
+    status: !sqRun ? 'not-run' : sqWarn ? 'warning' : 'ok',
+    detail: sqRun ? sq.join('; ') : 'needs Square (or AutoAttack) and a gradient attack at the same norm and ε',
+  });
+  // 2. FGSM vs the iterative gradient attacks.
+  const fg: string[] = [];
+  let fgWarn = false;
+  let fgRun = false;
+  for (const {p, a} of input.filter(({p}) => p.kind === 'fgsm')) {
+    p.epsilons.forEach((eps, k) => {
+      for (const {p: q, a: qa} of input.filter(({p: q}) => ['pgd', 'apgd', 'autoattack'].includes(q.kind) && q.norm === 'linf')) {
+        const j = q.epsilons.indexOf(eps);
+        if (j < 0) continue;
+        fgRun = true;
+        const f = points[a][k].accuracy;
+        const g = points[qa][j].accuracy;
+        if (f < g - RELEVANT) {
+          fgWarn = true;
+          fg.push(`ε=${eps}: ${p.name} ${pct(f)} < ${q.name} ${pct(g)} (!)`);
+        }
+      }
+    });
+  }
+  checks.push({
+    check: 'fgsm-vs-iterative',
+    status: !fgRun ? 'not-run' : fgWarn ? 'warning' : 'ok',
+    detail: !fgRun ? 'needs FGSM and PGD/APGD/AutoAttack (L∞) at the same ε' : fgWarn ? fg.join('; ') : 'FGSM never more than 0.5 point below an iterative attack',
+  });
+  // 3. Large ε.
+  const large = clip ? (clip[1] - clip[0]) / 2 : Infinity;
+  const big = worst.filter((w) => w.norm === 'linf' && w.epsilon >= large);
+  const stuck = big.filter((w) => w.accuracy > 0.02);
+  checks.push({
+    check: 'large-epsilon',
+    status: big.length === 0 ? 'not-run' : stuck.length ? 'warning' : 'ok',
+    detail:
+      big.length === 0
+        ? clip
+          ? `needs an L∞ ε ≥ ${large} (half the clip range), where every input can be moved to the same point`
+          : 'needs options.clip (the largest meaningful ε depends on the input range)'
+        : big.map((w) => `input worst case at L∞ ε=${w.epsilon}: ${pct(w.accuracy)}${w.accuracy > 0.02 ? ' (should be ≈ 0; a near-constant classifier or masked gradients)' : ''}`).join('; '),
+  });
+  return checks;
+}
+
 /**
  * Evaluates a classifier's robustness: clean accuracy; for every attack and
- * every ε, robust accuracy; and the worst case over all attacks per example
- * (an example counts as robust only if it survives every attack at that norm
- * and ε, as AutoAttack reports). Optionally the per-layer vulnerability
- * profile ({@link layerVulnerability}).
+ * every ε, robust accuracy; the input worst case over all input attacks per
+ * example (an example counts as robust only if it survives every input attack
+ * at that norm and ε, as AutoAttack reports); the deep threat on its own;
+ * gradient-masking checks (`checks`, `warnings`). Optionally the per-layer
+ * vulnerability profile ({@link layerVulnerability}).
  *
  * ```ts
  * const r = evaluateRobustness(model, xTest, yTest, {
- *   epsilons: [0, 0.05, 0.1, 0.2], clip: [0, 1],
- *   attacks: [{kind: 'fgsm'}, {kind: 'pgd', steps: 20, restarts: 3}, {kind: 'deep', hidden: {kind: 'quadratic', lambda: 10}}],
+ *   epsilons: [0.05, 0.1, 0.5], clip: [0, 1],
+ *   attacks: [{kind: 'fgsm'}, {kind: 'pgd', steps: 40, restarts: 2}, {kind: 'autoattack'}, {kind: 'deep', hidden: {kind: 'quadratic', lambda: 10}}],
  * });
- * console.log(r.cleanAccuracy, r.worstCase);
+ * console.log(r.cleanAccuracy, r.worstCase, r.warnings);
  * ```
+ *
+ * Warnings (NaN predictions, failed masking checks) are returned in
+ * `warnings` and also printed with `console.warn`.
  *
  * The model runs in inference mode and is never modified: a model without
  * Disturbance layers is attacked through a temporary instrumented copy sharing
@@ -674,9 +931,12 @@ function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string
  */
 export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensors, options: RobustnessOptions): RobustnessResult {
   const t0 = Date.now();
+  if (options === null || typeof options !== 'object') throw new Error(`${WHO}: options must be an object {attacks, batchSize, ...}; got ${describeValue(options)}.`);
+  checkKnownKeys(options, ROBUSTNESS_KEYS, WHO);
+  if (!Array.isArray(options.attacks)) {
+    throw new Error(`${WHO}: options.attacks must be an array of attacks ({kind: 'fgsm' | 'pgd' | 'apgd' | 'square' | 'autoattack' | 'deep', ...}); got ${describeValue(options.attacks)}.`);
+  }
   checkInputs(model, x, y, WHO);
-  if (options === null || typeof options !== 'object') throw new Error(`${WHO}: options must be an object {attacks, batchSize, ...}.`);
-  if (!Array.isArray(options.attacks)) throw new Error(`${WHO}: options.attacks must be an array of attacks ({kind: 'fgsm' | 'pgd' | 'deep', ...}).`);
   const batchSize = checkInt(options.batchSize, 'options.batchSize', 1, 256);
   const seed = options.seed ?? 0;
   if (typeof seed !== 'number' || !Number.isFinite(seed)) throw new Error(`${WHO}: options.seed must be a finite number, got ${String(seed)}.`);
@@ -700,9 +960,12 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
   const outcomes = prepared.map((p) => p.epsilons.map(() => new Uint8Array(n)));
   const pointLoss = prepared.map((p) => p.epsilons.map(() => new Float32Array(n)));
   const pointPer = prepared.map((p) => p.epsilons.map(() => new Float64Array(tasks.length)));
-  const stats = prepared.map((p) => p.epsilons.map(() => ({gradientEvaluations: 0, seconds: 0})));
+  const stats = prepared.map((p) =>
+    p.epsilons.map(() => ({gradientEvaluations: 0, forwardEvaluations: 0, nonFinite: 0, seconds: 0, stages: null as AutoAttackStageResult[] | null})),
+  );
   const total = parts.length * (1 + prepared.reduce((s, p) => s + p.epsilons.length, 0));
   let done = 0;
+  let cleanNonFinite = 0;
   const report = (stage: RobustnessProgress['stage'], name?: string, epsilon?: number | null) =>
     options.onProgress?.({stage, name, epsilon, done: ++done, total});
 
@@ -711,8 +974,21 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
     const yb = sliceBatch(y, start, size);
     try {
       const pred = model.predict(xb) as Tensors;
-      const sc = scoreBatch(tasks, yb, pred);
-      tf.dispose(pred);
+      let sc: Score;
+      let bad: Uint8Array;
+      try {
+        sc = scoreBatch(tasks, yb, pred);
+        bad = nonFiniteRows(pred);
+      } finally {
+        tf.dispose(pred);
+      }
+      // A NaN prediction's argmax is meaningless: count it as misclassified, and say so.
+      for (let i = 0; i < size; i++) {
+        if (bad[i]) {
+          sc.ok[i] = 0;
+          cleanNonFinite++;
+        }
+      }
       clean.set(sc.ok, start);
       cleanLoss.set(sc.loss, start);
       sc.perOutput.forEach((v, o) => {
@@ -723,9 +999,29 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
         p.epsilons.forEach((eps, k) => {
           const t = Date.now();
           const r = p.run(xb, yb, eps, pointSeed(seed, a, k, b));
-          const at = scoreBatch(tasks, yb, r.pred);
-          tf.dispose(r.pred);
-          for (let i = 0; i < size; i++) outcomes[a][k][start + i] = at.ok[i] & clean[start + i];
+          let at: Score;
+          let badAt: Uint8Array;
+          try {
+            at = scoreBatch(tasks, yb, r.pred);
+            badAt = nonFiniteRows(r.pred);
+          } finally {
+            tf.dispose(r.pred);
+          }
+          const st = stats[a][k];
+          for (let i = 0; i < size; i++) {
+            outcomes[a][k][start + i] = badAt[i] ? 0 : at.ok[i] & clean[start + i];
+            if (badAt[i] && clean[start + i]) st.nonFinite++;
+          }
+          st.forwardEvaluations += r.forwardEvaluations ?? 0;
+          if (r.stages) {
+            if (!st.stages) st.stages = r.stages.map((g) => ({...g, robustAccuracy: 0}));
+            else {
+              r.stages.forEach((g, i) => {
+                const acc = (st.stages as AutoAttackStageResult[])[i];
+                for (const key of ['attacked', 'broken', 'gradientEvaluations', 'exampleGradientEvaluations', 'forwardEvaluations', 'exampleQueries', 'seconds'] as const) acc[key] += g[key];
+              });
+            }
+          }
           pointLoss[a][k].set(at.loss, start);
           at.perOutput.forEach((v, o) => {
             const before = sc.perOutput[o];
@@ -744,9 +1040,11 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
   const count = (f: Uint8Array) => f.reduce((s, v) => s + v, 0);
   const mean = (f: Float32Array) => (n === 0 ? NaN : f.reduce((s, v) => s + v, 0) / n);
   const accuracyOf = (f: Uint8Array) => (!hasClassification ? NaN : n === 0 ? 0 : count(f) / n);
+  const cleanCount = count(clean);
   const attacks: AttackResult[] = prepared.map((p, a) => ({
     name: p.name,
     kind: p.kind,
+    threat: p.threat,
     norm: p.norm,
     settings: p.settings,
     includeInWorstCase: p.includeInWorstCase,
@@ -760,13 +1058,23 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
       };
       if (hasRegression) point.loss = mean(pointLoss[a][k]);
       if (tasks.length > 1) point.outputs = Array.from(pointPer[a][k], (v) => (n === 0 ? NaN : v / n));
+      const st = stats[a][k];
+      if (st.forwardEvaluations > 0) point.forwardEvaluations = st.forwardEvaluations;
+      if (st.nonFinite > 0) point.nonFinitePredictions = st.nonFinite;
+      if (st.stages) {
+        let alive = cleanCount;
+        point.stages = st.stages.map((g) => {
+          alive -= g.broken;
+          return {...g, robustAccuracy: alive / n, seconds: round(g.seconds)};
+        });
+      }
       return point;
     }),
   }));
   const forWorst: AttackOutcome[] = [];
   const worstLoss = new Map<string, Float32Array>();
   prepared.forEach((p, a) => {
-    if (!p.includeInWorstCase) return;
+    if (!p.includeInWorstCase || p.threat !== 'input') return;
     p.epsilons.forEach((eps, k) => {
       if (eps === null) return;
       forWorst.push({attack: p.name, norm: p.norm, epsilon: eps, correct: outcomes[a][k]});
@@ -777,10 +1085,22 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
     });
   });
   const worstCase = worstCaseAccuracy(clean, forWorst).map((w) => {
-    const out: WorstCasePoint = {...w, accuracy: hasClassification ? w.accuracy : NaN};
+    const out: WorstCasePoint = {threat: 'input', ...w, accuracy: hasClassification ? w.accuracy : NaN};
     if (hasRegression) out.loss = mean(worstLoss.get(`${w.norm}:${w.epsilon}`) as Float32Array);
     return out;
   });
+  const checks = hasClassification ? maskingChecks(n, clean, prepared, outcomes, attacks.map((x) => x.points), worstCase, clip) : [];
+  const warnings: string[] = [];
+  if (cleanNonFinite > 0) {
+    warnings.push(`${cleanNonFinite} of ${n} examples have NaN/Infinity in the model's clean prediction; they are counted as misclassified.`);
+  }
+  attacks.forEach((x) =>
+    x.points.forEach((pt) => {
+      if (pt.nonFinitePredictions) warnings.push(`${x.name} at ε=${pt.epsilon}: ${pt.nonFinitePredictions} attacked examples have NaN/Infinity predictions; counted as not robust.`);
+    }),
+  );
+  for (const c of checks) if (c.status === 'warning') warnings.push(`possible gradient masking (${c.check}): ${c.detail}`);
+  for (const w of warnings) console.warn(`${WHO}: ${w}`);
   const result: RobustnessResult = {
     examples: n,
     cleanAccuracy: accuracyOf(clean),
@@ -790,6 +1110,9 @@ export function evaluateRobustness(model: tfl.LayersModel, x: Tensors, y: Tensor
     batchSize,
     attacks,
     worstCase,
+    checks,
+    warnings,
+    nonFiniteCleanPredictions: cleanNonFinite,
     seconds: 0,
   };
   if (hasRegression) result.cleanLoss = mean(cleanLoss);

@@ -37,8 +37,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {deepAttack, DeepAttackOptions, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
-import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from '../attacks/pgd.js';
+import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../attacks/pgd.js';
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
+import {prepareAttack, PreparedAttack} from '../attacks/registry.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
 import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
@@ -186,6 +187,10 @@ export interface PreparedTraining {
   logObjective: boolean;
   /** PGD/FGSM on Disturbance layers (embedding space, several inputs) instead of the input; null for input PGD. */
   sites: AttackSite[] | null;
+  /** PGD/FGSM: the options, validated and resolved once per fit (each batch only scales ε and the step by the strength). */
+  pgdBase: ResolvedPgdOptions | null;
+  /** PGD/FGSM on the input: the attack from the registry, prepared once per fit. */
+  inputAttack: PreparedAttack | null;
 }
 
 const METHODS = ['deep', 'pgd', 'fgsm'] as const;
@@ -281,6 +286,25 @@ function pgdLikeOptions(prep: PreparedTraining, s: number, seed: number | undefi
     stepSize: scaleRadius(randomStart ? alpha : f.epsilon, s),
     randomStart,
   };
+}
+
+/** The once-resolved PGD/FGSM options at strength `s`, with this batch's seed. */
+function scaledPgd(prep: PreparedTraining, s: number, seed: number | undefined): ResolvedPgdOptions {
+  const base = prep.pgdBase as ResolvedPgdOptions;
+  return {...base, epsilon: scaleRadius(base.epsilon, s), stepSize: scaleRadius(base.stepSize, s), seed};
+}
+
+/** The input PGD/FGSM attack of a training run, from the attack registry (validated once). */
+function prepareInputAttack(options: PgdTrainingOptions | FgsmTrainingOptions, where: string): PreparedAttack {
+  if (options.method === 'pgd') {
+    const o = options;
+    return prepareAttack('pgd', where, {
+      epsilon: o.epsilon, norm: o.norm, steps: o.steps, stepSize: o.stepSize, randomStart: o.randomStart, restarts: o.restarts, clip: o.clip, loss: o.loss,
+    } as PgdOptions);
+  }
+  const f = options;
+  // FGSM training uses the random start (FGSM-RS, Wong et al.) unless told otherwise.
+  return prepareAttack('fgsm', where, {epsilon: f.epsilon, clip: f.clip, randomStart: f.randomStart ?? true, alpha: f.alpha, loss: f.loss});
 }
 
 /**
@@ -381,8 +405,13 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
     skipNonFinite: options.skipNonFiniteUpdates ?? true,
     logObjective: options.method === 'deep' ? true : ((options as PgdTrainingOptions).logObjective ?? true),
     sites,
+    pgdBase: null,
+    inputAttack: null,
   };
-  if (options.method !== 'deep') pgdLikeOptions(prep, 1, options.seed, where); // validates epsilon, steps, …
+  if (options.method !== 'deep') {
+    prep.pgdBase = pgdLikeOptions(prep, 1, undefined, where); // validates epsilon, steps, … once
+    if (!prep.sites) prep.inputAttack = prepareInputAttack(options, where);
+  }
   else validateDeepOptions(options, where);
   return prep;
 }
@@ -438,6 +467,7 @@ function checkBatch(data: tf.Tensor[], prep: PreparedTraining, where: string): S
   const ys = data.slice(nIn, nIn + nOut);
   const rest = data.slice(nIn + nOut);
   const b = xs[0].shape[0];
+  if (xs[0].rank < 1 || b === 0) throw new Error(`${where}: the batch has no examples (x shape [${xs[0].shape.join(', ')}]); give at least one row.`);
   for (const [i, t] of [...xs, ...ys].entries()) {
     if (t.shape[0] !== b) {
       const what = i < nIn ? (nIn > 1 ? `input ${i}` : 'x') : nOut > 1 ? `target ${i - nIn}` : 'y';
@@ -640,7 +670,8 @@ export function runAdversarialStep(
     if (prep.alpha !== 1) stats.adversarialLoss = result[0].dataSync()[0];
     return {outs: result, stats};
   }
-  if (prep.method === 'pgd' || prep.method === 'fgsm') stats.epsilon = pgdLikeOptions(prep, s, ctx.seed, ctx.where).epsilon;
+  const pgdNow = prep.pgdBase ? scaledPgd(prep, s, ctx.seed) : null;
+  if (pgdNow) stats.epsilon = pgdNow.epsilon;
 
   const mixed = prep.alpha > 0;
   const outs = tf.tidy(() => {
@@ -685,7 +716,7 @@ export function runAdversarialStep(
       const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
       disturbedUpdate(prep.layers, ds);
     } else if (prep.sites) {
-      const o = pgdLikeOptions(prep, s, ctx.seed, ctx.where);
+      const o = pgdNow as ResolvedPgdOptions;
       const r = runSitePgd(model, prep.sites, x, y, o, prep.logObjective);
       stats.iterations = o.steps * o.restarts;
       stats.gradientEvaluations = r.gradientEvaluations;
@@ -703,16 +734,16 @@ export function runAdversarialStep(
       const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
       disturbedUpdate(prep.sites.map((site) => site.layer), ds);
     } else {
-      const o = pgdLikeOptions(prep, s, ctx.seed, ctx.where);
-      const r = runPgd(model, x as tf.Tensor, y, o, prep.logObjective);
-      stats.iterations = o.steps * o.restarts;
+      const attack = prep.inputAttack as PreparedAttack;
+      const r = attack.run(model, x as tf.Tensor, y as tf.Tensor, {epsilon: stats.epsilon, seed: ctx.seed, wantObjective: prep.logObjective});
+      stats.iterations = r.iterations;
       stats.gradientEvaluations = r.gradientEvaluations;
       let ok = rowsFinite(r.adversarial);
-      if (r.loss) ok = tf.logicalAnd(ok, tf.isFinite(r.loss)) as tf.Tensor1D;
+      if (r.objective) ok = tf.logicalAnd(ok, tf.isFinite(r.objective)) as tf.Tensor1D;
       const x0 = xs[0];
       const xf = x0.dtype === 'float32' ? x0 : tf.cast(x0, 'float32');
-      const norm = tf.div(maskedSum(normPerExample(tf.sub(r.adversarial, xf), o.norm === 'l2' ? 'l2' : 'linf'), ok), b);
-      const objective = r.loss ? maskedMean(r.loss, ok) : tf.scalar(NaN);
+      const norm = tf.div(maskedSum(normPerExample(tf.sub(r.adversarial, xf), attack.norm === 'l2' ? 'l2' : 'linf'), ok), b);
+      const objective = r.objective ? maskedMean(r.objective, ok) : tf.scalar(NaN);
       const read = tf.stack([objective, tf.sub(b, tf.sum(tf.cast(ok, 'float32'))), norm]).dataSync();
       stats.objective = read[0];
       stats.nonFinite = read[1];
