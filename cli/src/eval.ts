@@ -89,7 +89,7 @@ export function formatResult(r: RobustnessResult): string {
         const worst = r.worstCase.filter((w) => w.norm === norm);
         if (worst.length) rows.push([`input worst case (${NORM_NAME[norm]})`, ...eps.map((e) => pct(worst.find((w) => w.epsilon === e)?.accuracy))]);
       }
-      const title = threat === 'input' ? `robust accuracy, input attacks, ${NORM_NAME[norm]}` : `deep threat (input ${NORM_NAME[norm]} ε + hidden layers; not an input attack)`;
+      const title = threat === 'input' ? `robust accuracy, ${NORM_NAME[norm]} (input attacks)` : `deep threat (input ${NORM_NAME[norm]} ε + hidden layers; not an input attack)`;
       lines.push(table([title, ...eps.map(fmtEps)], rows), '');
     }
   }
