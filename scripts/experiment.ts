@@ -98,7 +98,7 @@ async function row(r: (typeof ROWS)[number]): Promise<void> {
   );
   console.log(`[${r.id}] eval …`);
   await run(
-    ['eval', dir, '--attacks', 'fgsm,pgd,pgd-l2,deep', '--epsilons', epsilons, '--l2-epsilons', l2Epsilons, '--pgd-steps', pgdSteps, '--restarts', restarts,
+    ['eval', dir, '--attacks', 'fgsm,pgd,pgd-l2,autoattack,deep', '--epsilons', epsilons, '--l2-epsilons', l2Epsilons, '--pgd-steps', pgdSteps, '--restarts', restarts,
       '--deep-iterations', '10', '--deep-lambda', '1', '--limit', testLimit, '--seed', seed, '--backend', flags.backend, '--progress', 'lines'],
     join(outDir, `${r.id}.eval.log`),
   );
@@ -125,6 +125,12 @@ function point(result: Json, kind: string, norm: string, eps: number): number | 
   const a = (result.attacks as Json[]).find((x) => x.kind === kind && x.norm === norm);
   return (a?.points as Json[] | undefined)?.find((p) => p.epsilon === eps)?.accuracy;
 }
+function masking(result: Json): string {
+  const checks = (result.checks as Json[] | undefined) ?? [];
+  if (checks.length === 0) return '–';
+  const warn = checks.filter((c) => c.status === 'warning').map((c) => c.check as string);
+  return warn.length ? `WARNING: ${warn.join(', ')}` : 'ok';
+}
 function worst(result: Json, norm: string, eps: number): number | undefined {
   return (result.worstCase as Json[]).find((w) => w.norm === norm && w.epsilon === eps)?.accuracy;
 }
@@ -132,8 +138,8 @@ function worst(result: Json, norm: string, eps: number): number | undefined {
 function table(): string {
   const lines: string[] = [];
   const header = [
-    'model', 'clean', 'PGD ε=0.05', 'PGD ε=0.1', 'PGD ε=0.2', 'PGD ε=0.3', 'PGD ε=0.5 (sanity)', 'PGD-L2 ε=2', 'worst L∞ ε=0.1', 'worst L∞ ε=0.3',
-    'deep attack ε=0.1', 'weakest layer (acc. at ε_rel=0.25)', 's/epoch', 'grad evals/step',
+    'model', 'clean', 'AutoAttack ε=0.1 (headline)', 'PGD ε=0.05', 'PGD ε=0.1', 'PGD ε=0.2', 'PGD ε=0.3', 'PGD ε=0.5 (sanity)', 'PGD-L2 ε=2', 'input worst case L∞ ε=0.1', 'input worst case L∞ ε=0.3',
+    'deep threat ε=0.1 (input + hidden layers)', 'gradient-masking checks', 'weakest layer (acc. at ε_rel=0.25)', 's/epoch', 'grad evals/step',
   ];
   lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`);
   let examples = 0;
@@ -163,15 +169,18 @@ function table(): string {
     const method = runMeta.options.method as string;
     const evals = method === 'none' ? '1' : method === 'fgsm' ? '2' : method === 'pgd' ? `${Number(runMeta.options.steps) + 1}` : `${hist.at(-1)?.adv_grad_evals !== undefined ? (Number(hist.at(-1)?.adv_grad_evals) + 1).toFixed(1) : '–'}`;
     lines.push(
-      `| ${r.label} | ${pct(res.cleanAccuracy)} | ${pct(point(res, 'pgd', 'linf', 0.05))} | ${pct(point(res, 'pgd', 'linf', 0.1))} | ${pct(point(res, 'pgd', 'linf', 0.2))} | ` +
+      `| ${r.label} | ${pct(res.cleanAccuracy)} | ${pct(point(res, 'autoattack', 'linf', 0.1))} | ${pct(point(res, 'pgd', 'linf', 0.05))} | ${pct(point(res, 'pgd', 'linf', 0.1))} | ${pct(point(res, 'pgd', 'linf', 0.2))} | ` +
         `${pct(point(res, 'pgd', 'linf', 0.3))} | ${pct(point(res, 'pgd', 'linf', 0.5))} | ${pct(point(res, 'pgd', 'l2', 2))} | ${pct(worst(res, 'linf', 0.1))} | ` +
-        `${pct(worst(res, 'linf', 0.3))} | ${pct(point(res, 'deep', 'linf', 0.1))} | ${weakest} | ${perEpoch} | ${evals} |`,
+        `${pct(worst(res, 'linf', 0.3))} | ${pct(point(res, 'deep', 'linf', 0.1))} | ${masking(res)} | ${weakest} | ${perEpoch} | ${evals} |`,
     );
   }
   lines.push(
     '',
     `Accuracies in % on the first ${examples} MNIST test images; backend ${backend}. PGD: ${pgdSteps} steps, ${restarts} random restart(s), ` +
-      `step 2.5ε/${pgdSteps}, inside [0, 1]. Worst case: per example over FGSM and PGD (L∞). Deep attack: CG on eq. 11, 10 iterations, ` +
+      `step 2.5ε/${pgdSteps}, inside [0, 1]. AutoAttack: the standard cascade APGD-CE → APGD-T (9 targets) → Square 5000 (FAB-T not implemented). ` +
+      `Input worst case: per example over FGSM, PGD and AutoAttack (L∞ input attacks; the deep threat excluded). ` +
+      `Gradient-masking checks: Square breaking what the gradient attacks did not, FGSM beating an iterative attack, accuracy above 2 % at ε = 0.5 (see README). ` +
+      `Deep threat (the deep attack, which also disturbs hidden layers): CG on eq. 11, 10 iterations, ` +
       `input L∞ ε=0.1 plus hidden quadratic λ=1 on every layer (same threat for every model; plain models instrumented on the fly). ` +
       `Weakest layer: per-layer profile, one layer disturbed at a time with L2 radius 0.25 × its mean clean activation norm. ` +
       `Gradient evaluations per step include the weight update (PGD-k: k + 1; deep: measured mean attack evaluations + 1). ` +

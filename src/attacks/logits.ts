@@ -135,13 +135,12 @@ export function cwLoss(z: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
   return tf.tidy(() => tf.neg(logitMargin(z, labels)) as tf.Tensor1D);
 }
 
-/** The k-th largest logit per example (k = 1: the largest). */
-function kthLargest(z: tf.Tensor2D, k: number): tf.Tensor1D {
-  // TopK has no gradient in tfjs: take its indices (constant) and pick the values by a one-hot product.
-  // (a copy made from the values is not on the gradient tape).
+/** The 1st … k-th largest logits per example, `[B]` each (k = 1: the largest). */
+function largest(z: tf.Tensor2D, k: number): tf.Tensor1D[] {
+  // TopK has no gradient in tfjs: sort a copy made from the values (not on the gradient tape, one read
+  // for all k) and pick the values from z by one-hot products, which are differentiable.
   const {indices} = tf.topk(tf.tensor2d(z.dataSync() as Float32Array, z.shape), k);
-  const idx = tf.squeeze(tf.slice(indices, [0, k - 1], [-1, 1]), [1]) as tf.Tensor1D;
-  return picked(z, idx);
+  return Array.from({length: k}, (_, j) => picked(z, tf.squeeze(tf.slice(indices, [0, j], [-1, 1]), [1]) as tf.Tensor1D));
 }
 
 /**
@@ -151,7 +150,10 @@ function kthLargest(z: tf.Tensor2D, k: number): tf.Tensor1D {
  */
 export function dlrLoss(z: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
   if (z.shape[1] < 3) throw new Error(`The DLR loss needs at least 3 classes; the model has ${z.shape[1]}. Use the CW margin loss ('cw').`);
-  return tf.tidy(() => tf.div(tf.neg(logitMargin(z, labels)), tf.add(tf.sub(kthLargest(z, 1), kthLargest(z, 3)), 1e-12)) as tf.Tensor1D);
+  return tf.tidy(() => {
+    const [z1, , z3] = largest(z, 3);
+    return tf.div(tf.neg(logitMargin(z, labels)), tf.add(tf.sub(z1, z3), 1e-12)) as tf.Tensor1D;
+  });
 }
 
 /**
@@ -162,7 +164,8 @@ export function dlrTargetedLoss(z: tf.Tensor2D, labels: tf.Tensor1D, targets: tf
   if (z.shape[1] < 4) throw new Error(`The targeted DLR loss needs at least 4 classes; the model has ${z.shape[1]}. Use the CW margin loss ('cw').`);
   return tf.tidy(() => {
     const num = tf.sub(picked(z, labels), picked(z, targets));
-    const den = tf.add(tf.sub(kthLargest(z, 1), tf.mul(0.5, tf.add(kthLargest(z, 3), kthLargest(z, 4)))), 1e-12);
+    const [z1, , z3, z4] = largest(z, 4);
+    const den = tf.add(tf.sub(z1, tf.mul(0.5, tf.add(z3, z4))), 1e-12);
     return tf.neg(tf.div(num, den)) as tf.Tensor1D;
   });
 }
