@@ -7,8 +7,8 @@ import {describe, it} from 'node:test';
 import {evaluateRobustness} from '../src/eval/robustness.js';
 import {adversarialStep} from '../src/training/train_step.js';
 import {prepareAttack} from '../src/attacks/registry.js';
-import {formatResult} from '../src/cli/eval.js';
-import {maskingChecksOf} from '../src/cli/report.js';
+import {formatResult} from '../cli/src/eval.js';
+import {maskingChecksOf} from '../cli/src/report.js';
 
 const D = 6;
 const K = 4;
