@@ -160,6 +160,8 @@ describe('evaluateRobustness with the attack registry', () => {
     assert.throws(() => evaluateRobustness(model, x, y, {attacks: [], epsilon: [0.1]} as never), /unknown option 'epsilon' \(did you mean 'epsilons'\?\)/);
     assert.throws(() => evaluateRobustness(model, x, y, {epsilons: [0.1], attacks: [{kind: 'pgd', step: 3}]} as never), /attack 'PGD': unknown option 'step' \(did you mean 'steps'\?\)/);
     assert.throws(() => evaluateRobustness(model, x, y, {epsilons: [0.1], attacks: [{kind: 'deep', includeInWorstCase: true}]} as never), /includeInWorstCase must be false for the deep attack/);
+    // The deep entry of the registry validates deepAttack's options once, at preparation.
+    assert.throws(() => evaluateRobustness(model, x, y, {epsilons: [0.1], attacks: [{kind: 'deep', solver: 'newton'}]} as never), /attack 'deep'.*option 'solver' must be one of/);
     // Two outputs and Embedding inputs are evaluated (per output / in embedding space, test/models.test.ts);
     // the attacks that need one float input say so.
     const xi = tf.zeros([2, D]);

@@ -328,7 +328,11 @@ function summaryTable(runs: Run[]): string {
       r.run ? `${r.run.epochsDone}${r.run.status !== 'complete' ? ` (${r.run.status})` : ''}` : '—',
       r.run ? String(r.run.data.trainExamples) : '—',
       res ? pct(res.cleanAccuracy) : '—',
-      ...aa.map((e) => pct(res?.attacks.find((a) => a.kind === 'autoattack' && a.norm === 'linf')?.points.find((p) => p.epsilon === e)?.accuracy)),
+      ...aa.map((e) => {
+        const at = res?.attacks.find((a) => a.kind === 'autoattack' && a.norm === 'linf');
+        const v = pct(at?.points.find((p) => p.epsilon === e)?.accuracy);
+        return at?.settings.version === 'fast' ? `${v} (fast version)` : v;
+      }),
       ...eps.map((e) => pct(res?.worstCase.find((w) => w.norm === 'linf' && w.epsilon === e)?.accuracy)),
       res ? (maskingChecksOf(res).some((c) => c.status === 'warning') ? 'WARNING' : 'ok') : '—',
       res ? String(res.examples) : '—',

@@ -30,6 +30,8 @@ import {FgsmOptions} from './fgsm.js';
 import {checkCommonOptions, PGD_KEYS, PgdOptions, resolvePgdOptions, ResolvedPgdOptions, runPgd} from './pgd.js';
 import {resolveSquareOptions, runSquareResolved, SquareOptions} from './square.js';
 import {checkKnownKeys} from '../util/options.js';
+import {deepAttack, DeepAttackOptions, DeepAttackResult, resolveDeepAttackOptions} from './deep.js';
+import type {Tensors} from '../objective/loss.js';
 
 /**
  * What an attack may change: `'input'` — the input only, inside an ε-ball and
@@ -275,6 +277,39 @@ export function prepareAttack<K extends InputAttackKind>(kind: K, where: string,
     throw new Error(`${where}: unknown attack ${describeValue(kind)}; registered input attacks: ${Object.keys(ATTACKS).join(', ')} (and 'deep').`);
   }
   return (ATTACKS[kind] as unknown as AttackDefinition<AttackOptionsByKind[K]>).prepare(where, options);
+}
+
+/** The deep attack (threat model `'deep'`), prepared once: its options validated by `resolveDeepAttackOptions`. */
+export interface PreparedDeepAttack {
+  kind: 'deep';
+  threat: 'deep';
+  /** The resolved options (plain JSON; penalties summarised). */
+  settings: Record<string, unknown>;
+  /** Runs `deepAttack` on one batch with this batch's seed and penalties; the caller disposes the result's tensors. */
+  run(model: tfl.LayersModel, x: Tensors, y: Tensors, ctx?: {seed?: number; penalties?: DeepAttackOptions['penalties']}): DeepAttackResult;
+}
+
+/**
+ * The registry's entry for the deep attack: validates `options` once (unknown keys refused with the
+ * closest valid name, every value checked) and returns a runner. Per batch only the seed and the
+ * penalties (an ε sweep, a training schedule) change.
+ */
+export function prepareDeepAttack(where: string, options: DeepAttackOptions = {}): PreparedDeepAttack {
+  const r = resolveDeepAttackOptions(where, options);
+  return {
+    kind: 'deep',
+    threat: 'deep',
+    settings: {
+      solver: r.solver,
+      maxIterations: Number.isFinite(r.maxIterations) ? r.maxIterations : null,
+      maxGradientEvaluations: Number.isFinite(r.maxGradientEvaluations) ? r.maxGradientEvaluations : null,
+      init: r.init,
+      project: r.project,
+    },
+    run(model, x, y, ctx = {}) {
+      return deepAttack(model, x, y, {...options, seed: ctx.seed ?? options.seed, penalties: ctx.penalties ?? options.penalties});
+    },
+  };
 }
 
 export type {LossFn};

@@ -32,7 +32,7 @@ import {deepAttack, DeepAttackOptions, predictDisturbed} from '../attacks/deep.j
 import type {AutoAttackStageResult, AutoAttackVersion} from '../attacks/autoattack.js';
 import type {LogitLoss} from '../attacks/logits.js';
 import {AttackNorm} from '../attacks/pgd.js';
-import {prepareAttack, PreparedAttack as RegistryAttack, ThreatModel} from '../attacks/registry.js';
+import {prepareAttack, prepareDeepAttack, PreparedAttack as RegistryAttack, ThreatModel} from '../attacks/registry.js';
 import {checkKnownKeys, describeValue} from '../util/options.js';
 import {Disturbance} from '../layers/disturbance.js';
 import {DEFAULT_HIDDEN_PENALTY, DEFAULT_INPUT_PENALTY, disturbanceSites, instrument} from '../model/instrument.js';
@@ -164,8 +164,8 @@ export interface DeepAttackSpec {
   /** Fixed penalties (one per Disturbance layer, or a function), as in {@link DeepAttackOptions.penalties}; no sweep. */
   penalties?: DeepAttackOptions['penalties'];
   /** Solver; default `'cg'`. */
-  solver?: 'cg' | 'gradient-ascent';
-  /** Solver iterations; default 10 (CG). */
+  solver?: DeepAttackOptions['solver'];
+  /** Solver iterations; default: deepAttack's. */
   maxIterations?: number;
   /** Budget of batched gradient evaluations per batch. */
   maxGradientEvaluations?: number;
@@ -563,11 +563,16 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
   const layers = disturbanceSites(attacked).map((s) => s.layer);
   const inputFlags = layers.map((l) => isInputSite(attacked, l));
   const boxFlags = layers.map((l) => isModelInputSite(attacked, l));
-  const iterations = spec.maxIterations;
+  // Validated once here, through the attack registry's deep entry (deepAttack's own option rules).
+  const deep = prepareDeepAttack(where, {
+    project: true,
+    solver: spec.solver,
+    maxIterations: spec.maxIterations,
+    maxGradientEvaluations: spec.maxGradientEvaluations,
+    loss: o.loss,
+  });
   const settings: Record<string, unknown> = {
-    solver: spec.solver ?? 'cg',
-    maxIterations: iterations ?? (spec.solver === 'gradient-ascent' ? 20 : 10),
-    maxGradientEvaluations: spec.maxGradientEvaluations ?? null,
+    ...deep.settings,
     project: true,
     instrumented,
     layers: layers.map((l) => l.name),
@@ -594,15 +599,7 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
         const boxed: PenaltyConfig = o.clip ? {kind: norm, epsilon, box: o.clip} : input;
         penalties = layers.map((l, i) => (inputFlags[i] ? (boxFlags[i] ? boxed : input) : hidden === undefined ? l.penalty : hidden));
       }
-      const r = deepAttack(attacked, x, y, {
-        penalties,
-        project: true,
-        seed,
-        solver: spec.solver,
-        maxIterations: spec.maxIterations,
-        maxGradientEvaluations: spec.maxGradientEvaluations,
-        loss: o.loss,
-      });
+      const r = deep.run(attacked, x, y, {seed, penalties});
       try {
         return {pred: predictDisturbed(attacked, x, r.disturbances), gradientEvaluations: r.gradientEvaluations};
       } finally {
