@@ -295,6 +295,30 @@ describe('step semantics', () => {
 // ---------------------------------------------------------------- bad input
 
 describe('bad input: a clear error before any weight changes', () => {
+  it('adversarialStep refuses unknown option names (closest valid name), callback-only options, and accepts every method option', () => {
+    const m = mlp(4);
+    const dm = deepMlp(4);
+    const {x, y} = data(4, 5);
+    const before = snapshot(m);
+    const n0 = tf.memory().numTensors;
+    assert.throws(() => adversarialStep(m, x, y, {method: 'pgd', epsilon: 0.1, step: 3} as never), /adversarialStep \(method 'pgd'\): unknown option 'step' \(did you mean 'steps'\?\)/);
+    assert.throws(() => adversarialStep(m, x, y, {method: 'fgsm', epsilon: 0.1, alfa: 0.1} as never), /unknown option 'alfa' \(did you mean 'alpha'\?\)/);
+    // a pgd-only option is not an fgsm option
+    assert.throws(() => adversarialStep(m, x, y, {method: 'fgsm', epsilon: 0.1, restarts: 2} as never), /method 'fgsm'\): unknown option 'restarts'/);
+    assert.throws(() => adversarialStep(dm, x, y, {method: 'deep', maxGradientEvals: 3} as never), /method 'deep'\): unknown option 'maxGradientEvals' \(did you mean 'maxGradientEvaluations'\?\)/);
+    assert.throws(() => adversarialStep(dm, x, y, {method: 'deep', epsilon: 0.1} as never), /method 'deep'\): unknown option 'epsilon'/);
+    assert.throws(() => adversarialStep(m, x, y, {method: 'pgd', epsilon: 0.1, strenght: 0.5} as never), /unknown option 'strenght' \(did you mean 'strength'\?\)/);
+    assert.throws(() => adversarialStep(m, x, y, {method: 'pgd', epsilon: 0.1, schedule: 'linear'} as never), /option 'schedule' belongs to adversarialCallback.*'strength'/);
+    assert.equal(tf.memory().numTensors, n0, 'no tensor left by the refusals');
+    assertSameBits(snapshot(m), before, 'refused options');
+    // every documented option of each method (the lists come from the attack modules) is accepted
+    const pgd = adversarialStep(m, x, y, {method: 'pgd', epsilon: 0.1, norm: 'linf', steps: 2, stepSize: 0.05, randomStart: true, restarts: 1, clip: [-5, 5], seed: 1, loss: 'categoricalCrossentropy', cleanWeight: 0, skipNonFiniteUpdates: true, logObjective: false, strength: 1});
+    const fgsm = adversarialStep(m, x, y, {method: 'fgsm', epsilon: 0.1, clip: [-5, 5], randomStart: false, alpha: 0.1, seed: 1, logObjective: true});
+    const deep = adversarialStep(dm, x, y, {method: 'deep', solver: 'preconditioned', space: 'disturbance', maxGradientEvaluations: 3, init: 'zero', project: false, firstStep: 'saturated', conjugate: false, seed: 2, strength: 1});
+    for (const r of [pgd, fgsm, deep]) assert.ok(Number.isFinite(r.loss), `loss ${r.loss}`);
+    tf.dispose([x, y]);
+  });
+
   it('uncompiled model', async () => {
     const m = tfl.sequential({layers: [tfl.layers.dense({units: 3, inputShape: [4], activation: 'softmax'})]});
     const {x, y} = data(8, 1);

@@ -132,7 +132,8 @@ const pgd: AttackDefinition<PgdOptions> = {
   },
 };
 
-const FGSM_KEYS = ['epsilon', 'clip', 'randomStart', 'alpha', 'seed', 'loss'] as const;
+/** Option names of the fgsm entry. */
+export const FGSM_KEYS = ['epsilon', 'clip', 'randomStart', 'alpha', 'seed', 'loss'] as const;
 
 /** FGSM / FGSM-RS. */
 const fgsm: AttackDefinition<FgsmOptions> = {

@@ -36,10 +36,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {deepAttack, DeepAttackOptions, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
-import {PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../attacks/pgd.js';
+import {deepAttack, DeepAttackOptions, DEEP_ATTACK_OPTION_KEYS, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
+import {PGD_KEYS, PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../attacks/pgd.js';
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
-import {prepareAttack, PreparedAttack} from '../attacks/registry.js';
+import {FGSM_KEYS, prepareAttack, PreparedAttack} from '../attacks/registry.js';
+import {checkKnownKeys} from '../util/options.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
 import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
@@ -48,6 +49,8 @@ import {disposeAddResult, forwardAdd, withModes} from '../objective/neuron_space
 import {normPerExample, PenaltyConfig, validatePenalty} from '../objective/penalties.js';
 import {originalTrainFunction, TrainFunction, trainingModel} from './hook.js';
 import {checkStrength, scalePenalty, scaleRadius} from './schedules.js';
+// Circular at module level but used only at call time (callback.ts imports this module).
+import {CALLBACK_ONLY_KEYS} from './callback.js';
 
 /** Options shared by every method. */
 export interface CommonTrainingOptions {
@@ -194,6 +197,22 @@ export interface PreparedTraining {
 }
 
 const METHODS = ['deep', 'pgd', 'fgsm'] as const;
+
+/** Option names every method shares ({@link CommonTrainingOptions} plus `method`). */
+const COMMON_TRAINING_KEYS = ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates'] as const;
+/** Options of PGD/FGSM training beyond the attack's own. */
+const SITE_TRAINING_KEYS = ['layer', 'logObjective'] as const;
+
+/**
+ * The top-level option names of a training method: the common ones plus the attack's own option
+ * names, taken from the attack modules (deep: `DEEP_ATTACK_OPTION_KEYS`, the list
+ * `resolveDeepAttackOptions` checks; pgd/fgsm: the registry entries' lists), so a new attack option
+ * is accepted here without a second list.
+ */
+export function trainingOptionKeys(method: AdversarialTrainingOptions['method']): string[] {
+  const own = method === 'deep' ? DEEP_ATTACK_OPTION_KEYS : method === 'pgd' ? [...PGD_KEYS, ...SITE_TRAINING_KEYS] : [...FGSM_KEYS, ...SITE_TRAINING_KEYS];
+  return [...new Set<string>([...COMMON_TRAINING_KEYS, ...own])];
+}
 
 function describe(v: unknown): string {
   if (typeof v === 'function') return 'a function';
@@ -796,6 +815,19 @@ export function statsToLogs(stats: AttackStats): Record<string, number> {
 }
 
 /**
+ * Refuses an option name `adversarialStep` does not know, naming the closest valid one. A callback-only
+ * option (`schedule`, …) gets its own message: in a custom loop the caller passes `strength` instead.
+ */
+function checkStepKeys(options: AdversarialStepOptions, where: string): void {
+  if (options == null || typeof options !== 'object' || !METHODS.includes(options.method as (typeof METHODS)[number])) return; // prepare explains
+  const callbackOnly = Object.keys(options).find((k) => (CALLBACK_ONLY_KEYS as readonly string[]).includes(k));
+  if (callbackOnly !== undefined) {
+    throw new Error(`${where}: option '${callbackOnly}' belongs to adversarialCallback (fit); in a custom loop with adversarialStep, pass the step's 'strength' (see schedules: strengthAt) instead.`);
+  }
+  checkKnownKeys(options, [...trainingOptionKeys(options.method), 'strength'], `${where} (method '${options.method}')`);
+}
+
+/**
  * One adversarial training step for custom training loops: attacks the batch
  * (inference mode, weights untouched), then performs ONE update with the
  * model's compiled loss, optimizer and metrics at the adversarial point —
@@ -817,10 +849,12 @@ export function statsToLogs(stats: AttackStats): Record<string, number> {
  * @returns Plain numbers: the training loss and metrics of the update and the attack statistics.
  * @throws Before any weight changes: uncompiled model, invalid options, `deep`
  *   without Disturbance layers, a disturbed integer/embedding input, x/y shape
- *   mismatch, non-finite values in x or y.
+ *   mismatch, non-finite values in x or y, an unknown option name (with the
+ *   closest valid one).
  */
 export function adversarialStep(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, options: AdversarialStepOptions): AdversarialStepResult {
   const where = 'adversarialStep';
+  checkStepKeys(options, where);
   const prep = prepareAdversarialTraining(model, options, where);
   if (!(x instanceof tf.Tensor) || !(y instanceof tf.Tensor)) {
     throw new Error(`${where}: x and y must be tensors; got ${typeof x} and ${typeof y}.`);
