@@ -171,3 +171,37 @@ test('a penalty with lambda <= 0 or non-finite is refused with a clear error', a
   assert.throws(() => validatePenalty({kind: 'quadratic', lambda: 1, box: [0, 1], boxLambda: 0}, 'x'), /'boxLambda' must be > 0/);
   assert.equal(validatePenalty({kind: 'quadratic', lambda: 1e-6}, 'x').kind, 'quadratic');
 });
+
+test('linearisedDirection equals linearisedMaximiser(g − ∂ρ/∂d) − d (exactly but for the quadratic closed form), and keeps no tensors', async () => {
+  const {linearisedDirection, linearisedMaximiser, penaltyGradient} = await import('../src/objective/penalties.js');
+  const base = tf.tensor2d([[0, 0.05, 0.5, 0.97, 1, 1.2, -0.1, 0.3]]);
+  // d inside, on and outside the ε ball; n = base + d inside and outside the box; g of both signs and 0
+  const d = tf.tensor2d([[0.2, -0.02, 0.1, 0.05, -0.3, 0, 0.15, -0.1]]);
+  const g = tf.tensor2d([[1.5, -0.7, 0, 3, -2, 0.4, -0.01, 10]]);
+  const configs: PenaltyConfig[] = [
+    {kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1], boxLambda: 100},
+    {kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1], boxLambda: 30},
+    {kind: 'linf', epsilon: 0.1, lambda: 100},
+    {kind: 'quadratic', lambda: 10},
+    {kind: 'quadratic', lambda: 10, box: [0, 1], boxLambda: 100},
+    {kind: 'l2', epsilon: 0.3, lambda: 100},
+  ];
+  for (const c of configs) {
+    const n0 = tf.memory().numTensors;
+    const dir = linearisedDirection(c, base);
+    const got = tf.tidy(() => dir.direction(g, d));
+    dir.dispose();
+    assert.equal(tf.memory().numTensors, n0 + 1, `tensors kept for ${JSON.stringify(c)}`);
+    const want = tf.tidy(() => tf.sub(linearisedMaximiser(c, tf.sub(g, penaltyGradient(c, d, base)), d, base), d));
+    const a = Array.from(got.dataSync());
+    const b = Array.from(want.dataSync());
+    if (c.kind === 'quadratic' && !c.box) {
+      // closed form g/(2λ): equal up to float rounding of (g + 2λd)/(2λ) − d
+      a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-6, `${JSON.stringify(c)}[${i}]: ${v} vs ${b[i]}`));
+    } else {
+      assert.deepEqual(a, b, JSON.stringify(c));
+    }
+    tf.dispose([got, want]);
+  }
+  tf.dispose([base, d, g]);
+});

@@ -27,9 +27,8 @@ import {
   withModes,
 } from '../objective/neuron_space.js';
 import {
-  linearisedMaximiser,
+  linearisedDirection,
   PenaltyConfig,
-  penaltyGradient,
   penaltyValue,
   sumPerExample,
   validatePenalty,
@@ -360,13 +359,18 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
       }
     }
     const bases = inputBases(model, layers, x);
-    const f = disturbanceObjective(model, layers, x, y, loss, penalties);
+    const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases);
+    // per layer: T(dℓ) − dℓ with T the maximiser of the linearised loss plus the exact penalty
+    // (`linearisedMaximiser`); the loss gradient is the gradient of eq. 9 minus the penalty's own
+    // partial derivative (the box term of hidden layers, whose layer input moves with the earlier
+    // disturbances, stays with the loss). Constants of the fixed layer inputs are computed once.
+    const directions = o.solver === 'preconditioned' ? penalties.map((p, i) => linearisedDirection(p, bases[i])) : [];
     try {
       result =
         o.solver === 'preconditioned'
           ? preconditionedAscent(f, d0, {
               ...common,
-              direction: (ds, grads) => disturbanceDirection(penalties, bases, ds, grads),
+              direction: (ds, grads) => ds.map((d, i) => directions[i].direction(grads[i], d)),
               conjugate: o.conjugate,
               // the saturated extrapolation d0 + α(T − d0) would also amplify a random start: zero start only
               initialStep: o.firstStep === 'saturated' && init === 'zero' ? saturatedStep : 1,
@@ -376,6 +380,7 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
             : gradientAscent(f, d0, {...common, stepSize: o.stepSize});
     } finally {
       tf.dispose(d0);
+      directions.forEach((dir) => dir.dispose());
     }
     functionEvaluations += result.functionEvaluations;
     disturbances = result.xs;
@@ -463,22 +468,6 @@ function saturatedStep(J: tf.Tensor1D): tf.Tensor1D {
     const q = tf.sub(1, tf.exp(tf.neg(tf.maximum(J, 0))));
     const a = tf.div(1, tf.maximum(q, 1e-3));
     return tf.where(tf.isFinite(a), tf.clipByValue(a, 1, 1000), tf.onesLike(a)) as tf.Tensor1D;
-  });
-}
-
-/**
- * The disturbance-space search direction, per layer: T(dℓ) − dℓ with T the maximiser of the
- * linearised loss plus the exact penalty (see `linearisedMaximiser`). The loss gradient is the
- * gradient of eq. 9 minus the penalty's own partial derivative (the box term of hidden layers,
- * whose layer input moves with the earlier disturbances, stays with the loss).
- */
-function disturbanceDirection(penalties: PenaltyConfig[], bases: (tf.Tensor | undefined)[], ds: tf.Tensor[], grads: tf.Tensor[]): tf.Tensor[] {
-  return ds.map((d, i) => {
-    const p = penalties[i];
-    // quadratic without box: T − d = (g + 2λd)/(2λ) − d = g/(2λ), the preconditioned gradient
-    if (p.kind === 'quadratic' && !p.box) return tf.div(grads[i], 2 * p.lambda);
-    const gc = tf.sub(grads[i], penaltyGradient(penalties[i], d, bases[i]));
-    return tf.sub(linearisedMaximiser(penalties[i], gc, d, bases[i]), d);
   });
 }
 

@@ -207,8 +207,9 @@ export function disposeAddResult(r: AddModeResult): void {
  * Eq. 9 per example as a differentiable function of the disturbances, for the solvers:
  * `ds ↦ c(y, h(w, x, d)) + Σℓ ρℓ(dℓ)` by one forward pass in `add` mode (the disturbance-space
  * counterpart of {@link neuronObjective}; its gradient reaches every dℓ through the network in
- * one backward pass). Box penalties use the actual layer input (recorded only when some
- * penalty has a box). Intermediate tensors are left to the caller's tidy.
+ * one backward pass). Box penalties use the actual layer input: `bases[i]` when given (e.g. the
+ * model input x for a layer that disturbs it directly; it must be what the layer receives), else
+ * recorded by the forward pass (only when some penalty has a box). Intermediate tensors are left to the caller's tidy.
  */
 export function disturbanceObjective(
   model: tfl.LayersModel,
@@ -217,8 +218,11 @@ export function disturbanceObjective(
   y: Tensors,
   loss: PerExampleLoss,
   penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
+  bases?: (tf.Tensor | undefined)[],
 ): (ds: tf.Tensor[]) => tf.Tensor1D {
-  const record = penalties.some((p) => p.box != null);
+  // the layer inputs are recorded only when a box penalty's input is not given in `bases`
+  // (recording clones every layer's input and output at every evaluation)
+  const record = penalties.some((p, i) => p.box != null && bases?.[i] == null);
   return (ds: tf.Tensor[]) =>
     withModes(
       layers,
@@ -230,7 +234,7 @@ export function disturbanceObjective(
         try {
           let j = loss(y, yPred);
           layers.forEach((layer, i) => {
-            const base = recs[i]?.input;
+            const base = bases?.[i] ?? recs[i]?.input;
             if (record && penalties[i].box && !base) {
               throw new Error(`Disturbance layer '${layer.name}' was not reached by the forward pass of model '${model.name}'.`);
             }
