@@ -6,13 +6,14 @@ import assert from 'node:assert/strict';
 import {spawn, spawnSync} from 'node:child_process';
 import {createHash} from 'node:crypto';
 import * as fs from 'node:fs';
-import {cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs';
+import {cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
 
 import {loadLatestCheckpoint} from '../cli/src/checkpoint.js';
 import {resolveModelDir} from '../cli/src/common.js';
+import {penaltyKinds} from '../cli/src/report.js';
 import {main} from '../cli/src/main.js';
 
 const ROOT = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
@@ -91,6 +92,37 @@ function copyRun(name: string, from: string): string {
 }
 
 describe('CLI run directories', () => {
+  it("report reads run.json's latestCheckpoint only inside the run's checkpoints directory (no '..', no symbolic link)", async () => {
+    const base = join(tmp, 'report-latest');
+    const dir = join(base, 'run');
+    /** A model.json with one Disturbance layer 'd0' of penalty kind `kind`. */
+    const modelJson = (at: string, kind: string) => {
+      mkdirSync(join(at, 'model'), {recursive: true});
+      writeFileSync(join(at, 'model', 'model.json'), JSON.stringify({modelTopology: {config: {layers: [{class_name: 'Disturbance', config: {name: 'd0', penalty: {kind}}}]}}}));
+    };
+    modelJson(join(dir, 'checkpoints', 'epoch-0001'), 'l1');
+    modelJson(join(base, 'outside'), 'linf');
+    const meta = (latestCheckpoint: string) => ({latestCheckpoint}) as never;
+    // the run's own checkpoint is read (so the refusals below are not a reader that never reads)
+    assert.deepEqual(penaltyKinds(dir, meta('epoch-0001')), {d0: 'l1'});
+    // a name leading outside the run is not followed
+    for (const hostile of ['../../outside', '../outside', join(base, 'outside'), 'epoch-0001/../../../outside']) {
+      assert.deepEqual(penaltyKinds(dir, meta(hostile)), {}, hostile);
+    }
+    // a checkpoint directory that is a symbolic link to somewhere else is not followed either
+    symlinkSync(join(base, 'outside'), join(dir, 'checkpoints', 'epoch-0002'));
+    assert.deepEqual(penaltyKinds(dir, meta('epoch-0002')), {});
+    // a FIFO in place of model.json is skipped (reading it would block)
+    mkdirSync(join(dir, 'checkpoints', 'epoch-0003', 'model'), {recursive: true});
+    if (spawnSync('mkfifo', [join(dir, 'checkpoints', 'epoch-0003', 'model', 'model.json')]).status === 0) {
+      assert.deepEqual(penaltyKinds(dir, meta('epoch-0003')), {});
+    }
+    // the whole report command runs on such a run
+    writeFileSync(join(dir, 'run.json'), readFileSync(join(await referenceRun(), 'run.json'), 'utf8').replace(/"latestCheckpoint":\s*("[^"]*"|null)/, '"latestCheckpoint": "../../outside"'));
+    const r = await run(['report', dir, '--out', join(base, 'report')]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
   it('item 6: train --out on an existing run refuses (exit 2, says --resume / --overwrite); --overwrite starts over', async () => {
     const ref = await referenceRun();
     const dir = copyRun('existing', ref);

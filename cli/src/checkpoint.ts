@@ -81,6 +81,16 @@ export const CHECKSUMS_FILENAME = 'checksums.json';
 /** Names of checkpoint directories: `epoch-0002`, `epoch-0003-b00012`. */
 export const CHECKPOINT_NAME = /^epoch-\d+(-b\d+)?$/;
 
+/**
+ * The directory of checkpoint `name` of the run in `runDir`, or null when `name` is not the name of a
+ * checkpoint directory ({@link CHECKPOINT_NAME}: no separator, no `..`, not absolute), so that a name read
+ * from a file of the run (`checkpoints/latest`, run.json's `latestCheckpoint`) never leads outside
+ * `runDir/checkpoints`. `train --resume`, `eval` and `report` all go through this check.
+ */
+export function checkpointDir(runDir: string, name: unknown): string | null {
+  return typeof name === 'string' && CHECKPOINT_NAME.test(name) ? join(runDir, 'checkpoints', name) : null;
+}
+
 /** Reads a checkpoint file that must be a regular file (never a FIFO, device or symbolic link, which could block or lead elsewhere). */
 async function readRegular(path: string): Promise<Buffer> {
   const st = await fsp.lstat(path);
@@ -265,7 +275,7 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
     if ((e as NodeJS.ErrnoException).code === 'ENOTREG') throw new Error(`${(e as Error).message}; refusing to follow it`);
     latest = undefined;
   }
-  if (latest !== undefined && !CHECKPOINT_NAME.test(latest)) {
+  if (latest !== undefined && checkpointDir(runDir, latest) === null) {
     throw new Error(`${join(root, 'latest')} names ${JSON.stringify(latest.slice(0, 80))}, which is not a checkpoint directory of this run (expected epoch-NNNN[-bNNNNN]); refusing to follow it`);
   }
   if (names.length === 0 && latest === undefined) throw new NoCheckpointError(`no checkpoints in ${root}`);

@@ -2,11 +2,12 @@
  * `report`: one or more run directories → a self-contained `report.html`
  * with inline SVG charts (rendered by Vega in Node) and summary tables.
  */
-import {existsSync, readdirSync, readFileSync, statSync} from 'node:fs';
+import {existsSync, readdirSync, readFileSync, realpathSync, statSync} from 'node:fs';
 import {basename, dirname, join, relative, resolve, sep} from 'node:path';
 
 import {writeFileAtomic} from 'tfjs-deep-adversarial/node';
 import {accuracyChart, Chart, convergenceChart, disturbanceChart, layerChart, renderSvg, trainingChart} from './charts.js';
+import {checkpointDir} from './checkpoint.js';
 import {pct, readJson, UsageError} from './common.js';
 import type {ConvergenceFile, EvalFile} from './eval.js';
 import type {RunMetadata} from './run_metadata.js';
@@ -54,12 +55,28 @@ export function discoverRuns(args: string[]): string[] {
   return [...new Set(dirs)];
 }
 
-/** Penalty kind of each Disturbance layer, read from the run's saved model.json. */
-function penaltyKinds(dir: string, run?: RunMetadata): Record<string, string> {
-  const candidates = [join(dir, 'model', 'model.json')];
-  if (run?.latestCheckpoint) candidates.push(join(dir, 'checkpoints', run.latestCheckpoint, 'model', 'model.json'));
-  for (const c of candidates) {
-    if (!existsSync(c)) continue;
+/** True when `path`, symbolic links resolved, is a regular file (not a FIFO or device, which could block) inside `root`. */
+function regularFileInside(path: string, root: string): boolean {
+  try {
+    const real = realpathSync(path);
+    return real.startsWith(realpathSync(root) + sep) && statSync(real).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Penalty kind of each Disturbance layer, read from the run's saved model.json, else from the model of
+ * run.json's `latestCheckpoint` — only when that names a checkpoint directory of this run
+ * (`checkpointDir`, the check `train --resume` and `eval` use), and only from regular files that, symbolic
+ * links resolved, lie inside the run (its checkpoints directory for the checkpoint).
+ */
+export function penaltyKinds(dir: string, run?: RunMetadata): Record<string, string> {
+  const candidates: [string, string][] = [[join(dir, 'model', 'model.json'), dir]];
+  const ck = run ? checkpointDir(dir, run.latestCheckpoint) : null;
+  if (ck) candidates.push([join(ck, 'model', 'model.json'), join(dir, 'checkpoints')]);
+  for (const [c, root] of candidates) {
+    if (!regularFileInside(c, root)) continue;
     try {
       const text = readFileSync(c, 'utf8');
       const out: Record<string, string> = {};
