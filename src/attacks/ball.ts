@@ -7,20 +7,19 @@
  * @packageDocumentation
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {expandAs, normPerRow} from '../solvers/batched.js';
 
 /** Norm of an input threat model. */
 export type InputNorm = 'linf' | 'l2';
 
 /** Per-example L2 norm of a `[B, ...]` tensor, shaped `[B, 1, …, 1]`. */
 export function exampleNorm(t: tf.Tensor): tf.Tensor {
-  const b = t.shape[0];
-  const n = tf.sqrt(tf.sum(tf.square(tf.reshape(t, [b, -1])), 1));
-  return tf.reshape(n, [b, ...t.shape.slice(1).map(() => 1)]);
+  return expandAs(normPerRow(t), t);
 }
 
 /** `v [B]` reshaped to broadcast against `t [B, ...]`. */
 export function perExample(v: tf.Tensor, t: tf.Tensor): tf.Tensor {
-  return tf.reshape(v, [t.shape[0], ...t.shape.slice(1).map(() => 1)]);
+  return expandAs(v, t);
 }
 
 /** Projection of `adv` onto the ε-ball around `x` (per example), then onto the clip box. */

@@ -18,6 +18,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import {assertCompatibleXY, LossFn, perExampleLoss, Tensors} from '../objective/loss.js';
 import {checkKnownKeys} from '../util/options.js';
 import {checkAttackInputs} from './validate.js';
+import {ascentDirection, deriveSeed, exampleNorm, projectBall} from './ball.js';
 import {isLogitLoss, labelIndices, logitFunction, logitLoss, LogitLoss} from './logits.js';
 import {hasTokenInput} from './site_pgd.js';
 
@@ -156,42 +157,9 @@ export function resolvePgdOptions(fnName: string, options: PgdOptions): Resolved
   };
 }
 
-/**
- * Derives a 32-bit seed from a user seed and indices (FNV-1a over the decimal
- * spellings), so that restarts and the several random draws of one start get
- * distinct but reproducible streams.
- */
-function deriveSeed(seed: number | undefined, ...idx: number[]): number | undefined {
-  if (seed === undefined) return undefined;
-  const s = [seed, ...idx].join('/');
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
-/** Per-example L2 norm of a `[B, ...]` tensor, shaped `[B, 1, …, 1]` for broadcasting. */
-function exampleNorm(t: tf.Tensor): tf.Tensor {
-  const b = t.shape[0];
-  const n = tf.sqrt(tf.sum(tf.square(tf.reshape(t, [b, -1])), 1));
-  return tf.reshape(n, [b, ...t.shape.slice(1).map(() => 1)]);
-}
-
 /** Projection of `adv` onto the ε-ball around `x`, then onto the clip box. */
 function project(adv: tf.Tensor, x: tf.Tensor, o: ResolvedPgdOptions): tf.Tensor {
-  let delta = tf.sub(adv, x);
-  if (o.norm === 'linf') {
-    delta = tf.clipByValue(delta, -o.epsilon, o.epsilon);
-  } else {
-    const n = exampleNorm(delta);
-    const factor = tf.minimum(1, tf.div(o.epsilon, tf.maximum(n, 1e-12)));
-    delta = tf.mul(delta, factor);
-  }
-  let out = tf.add(x, delta);
-  if (o.clip) out = tf.clipByValue(out, o.clip[0], o.clip[1]);
-  return out;
+  return projectBall(adv, x, o.norm, o.epsilon, o.clip);
 }
 
 /** Random start: uniform in the L∞ box, or uniform in the L2 ball (Gaussian direction, radius ε·u^{1/d}). */
@@ -213,13 +181,7 @@ function randomStartPoint(x: tf.Tensor, o: ResolvedPgdOptions, restart: number):
 
 /** One ascent step from `adv` along gradient `g`, followed by the projection. */
 function ascentStep(adv: tf.Tensor, g: tf.Tensor, x: tf.Tensor, o: ResolvedPgdOptions): tf.Tensor {
-  let dir: tf.Tensor;
-  if (o.norm === 'linf') {
-    dir = tf.sign(g);
-  } else {
-    dir = tf.div(g, tf.maximum(exampleNorm(g), 1e-12));
-  }
-  return project(tf.add(adv, tf.mul(o.stepSize, dir)), x, o);
+  return project(tf.add(adv, tf.mul(o.stepSize, ascentDirection(g, o.norm))), x, o);
 }
 
 /** Differentiable inference-mode forward pass (one tensor per output for a model with several outputs). */

@@ -20,6 +20,7 @@ import {inboundInputTensors, inputLayersOf, outboundLayers} from '../model/inter
 import {assertCompatibleXY, batchSizeOf, perExampleLoss, Tensors} from '../objective/loss.js';
 import {withModes} from '../objective/neuron_space.js';
 import type {ResolvedPgdOptions} from './pgd.js';
+import {deriveSeed, exampleNorm} from './ball.js';
 
 /** A Disturbance layer attacked by {@link runSitePgd}, with the model input it disturbs (if any). */
 export interface AttackSite {
@@ -125,23 +126,6 @@ export function attackView(model: tfl.LayersModel): tfl.LayersModel {
   }
 }
 
-/** Per-example L2 norm shaped `[B, 1, …, 1]`. */
-function exampleNorm(t: tf.Tensor): tf.Tensor {
-  const b = t.shape[0];
-  return tf.reshape(tf.sqrt(tf.sum(tf.square(tf.reshape(t, [b, -1])), 1)), [b, ...t.shape.slice(1).map(() => 1)]);
-}
-
-function seedOf(seed: number | undefined, ...idx: number[]): number | undefined {
-  if (seed === undefined) return undefined;
-  const s = [seed, ...idx].join('/');
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
-
 /** Result of {@link runSitePgd}; the caller owns the tensors. */
 export interface SitePgdResult {
   /** One disturbance per site, inside its ball (and the clip box for input sites). */
@@ -199,9 +183,9 @@ export function runSitePgd(
       project(
         shapes.map((shape, i) => {
           if (!o.randomStart || o.epsilon === 0) return tf.zeros(shape);
-          if (o.norm === 'linf') return tf.randomUniform(shape, -o.epsilon, o.epsilon, 'float32', seedOf(o.seed, r, i, 0));
-          const g = tf.randomNormal(shape, 0, 1, 'float32', seedOf(o.seed, r, i, 1));
-          const u = tf.randomUniform([b], 0, 1, 'float32', seedOf(o.seed, r, i, 2));
+          if (o.norm === 'linf') return tf.randomUniform(shape, -o.epsilon, o.epsilon, 'float32', deriveSeed(o.seed, r, i, 0));
+          const g = tf.randomNormal(shape, 0, 1, 'float32', deriveSeed(o.seed, r, i, 1));
+          const u = tf.randomUniform([b], 0, 1, 'float32', deriveSeed(o.seed, r, i, 2));
           const units = shape.slice(1).reduce((a, c) => a * c, 1);
           const radius = tf.reshape(tf.mul(o.epsilon, tf.pow(u, 1 / Math.max(units, 1))), [b, ...shape.slice(1).map(() => 1)]);
           return tf.mul(tf.div(g, tf.maximum(exampleNorm(g), 1e-12)), radius);

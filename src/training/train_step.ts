@@ -41,6 +41,7 @@ import {PGD_KEYS, PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../at
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {FGSM_KEYS, prepareAttack, PreparedAttack} from '../attacks/registry.js';
 import {checkKnownKeys} from '../util/options.js';
+import {rowsFinite, whereRows} from '../solvers/batched.js';
 import {Disturbance, isDisturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
 import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
@@ -444,18 +445,6 @@ function metricNamesOf(model: tfl.LayersModel): string[] {
   return dedupedMetricsNames(model);
 }
 
-/** Per-row "all finite" over every non-batch axis: `[B, ...] → [B]` bool. */
-function rowsFinite(t: tf.Tensor): tf.Tensor1D {
-  const f = tf.isFinite(t);
-  if (t.rank <= 1) return f as tf.Tensor1D;
-  return tf.all(f, Array.from({length: t.rank - 1}, (_, i) => i + 1)) as tf.Tensor1D;
-}
-
-/** Broadcasts a per-example `[B]` tensor to `t`'s shape. */
-function perRow(v: tf.Tensor1D, t: tf.Tensor): tf.Tensor {
-  return tf.broadcastTo(tf.reshape(v, [t.shape[0], ...t.shape.slice(1).map(() => 1)]), t.shape);
-}
-
 /** Sum of `v` over rows where `ok` (NaN-safe). */
 function maskedSum(v: tf.Tensor1D, ok: tf.Tensor1D): tf.Scalar {
   return tf.sum(tf.where(ok, v, tf.zerosLike(v))) as tf.Scalar;
@@ -731,8 +720,8 @@ export function runAdversarialStep(
       prep.layers.forEach((l, i) => (stats.norms[l.name] = read[2 + i]));
       stats.attacked = true;
       checkBounded(prep, r.history, stats, x, penalties, ctx.where);
-      // Only when needed (rare): a broadcast `where` costs a Tile kernel per layer.
-      const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
+      // Only when needed (rare): a row select per layer.
+      const ds = read[1] > 0 ? r.disturbances.map((d) => whereRows(ok, d, tf.zerosLike(d))) : r.disturbances;
       disturbedUpdate(prep.layers, ds);
     } else if (prep.sites) {
       const o = pgdNow as ResolvedPgdOptions;
@@ -750,7 +739,7 @@ export function runAdversarialStep(
       delete stats.norms.input;
       prep.sites.forEach((site, i) => (stats.norms[site.layer.name] = read[2 + i]));
       stats.attacked = true;
-      const ds = read[1] > 0 ? r.disturbances.map((d) => tf.where(perRow(ok, d), d, tf.zerosLike(d))) : r.disturbances;
+      const ds = read[1] > 0 ? r.disturbances.map((d) => whereRows(ok, d, tf.zerosLike(d))) : r.disturbances;
       disturbedUpdate(prep.sites.map((site) => site.layer), ds);
     } else {
       const attack = prep.inputAttack as PreparedAttack;
@@ -769,7 +758,7 @@ export function runAdversarialStep(
       stats.norms.input = read[2];
       stats.attacked = true;
       // A bad row falls back to the clean input (only computed when needed).
-      const adv = read[1] > 0 ? tf.where(perRow(ok, r.adversarial), r.adversarial, xf) : r.adversarial;
+      const adv = read[1] > 0 ? whereRows(ok, r.adversarial, xf) : r.adversarial;
       if (!mixed) {
         update = () => original([adv, ...ys, ...rest]);
       } else {
