@@ -431,3 +431,15 @@ test('deep-attack options are validated in one place: unknown keys get the close
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', init: 'gaussian'} as never), /adversarialStep: option 'init' must be one of 'random', 'zero', 'gradient'/);
   tf.dispose([x, y]);
 });
+
+test('bad inputs get a clear error and leave no tensors: 0 rows, a plain array', () => {
+  const model = instrument(mlp());
+  const x0 = tf.zeros([0, 6]);
+  const y0 = tf.zeros([0, 3]);
+  const y1 = tf.oneHot(tf.tensor1d([1], 'int32'), 3);
+  const before = tf.memory().numTensors;
+  assert.throws(() => deepAttack(model, x0, y0, {loss: 'categoricalCrossentropy'}), /deepAttack: x has no examples \(shape \[0, 6\]\)/);
+  assert.throws(() => deepAttack(model, [[1, 2, 3, 4, 5, 6]] as unknown as tf.Tensor, y1, {loss: 'categoricalCrossentropy'}), /x must be a tf\.Tensor; got an array/);
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([x0, y0, y1]);
+});

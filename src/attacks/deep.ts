@@ -307,6 +307,10 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
   assertCompatibleXY(model, x, y);
   const loss = attackLoss(model, o.loss);
   const batch = batchSizeOf(x);
+  if (!(batch >= 1)) {
+    const first = Array.isArray(x) ? x[0] : x;
+    throw new Error(`deepAttack: x has no examples (shape [${first.shape.join(', ')}]); give at least one row.`);
+  }
   const allShapes = allSites.map(({layer, inputShape}) => {
     if (inputShape.slice(1).some((s) => s == null)) {
       throw new Error(`deepAttack: Disturbance layer '${layer.name}' has an input of unknown shape ${JSON.stringify(inputShape)}.`);
