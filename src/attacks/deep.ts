@@ -34,7 +34,7 @@ import {
   validatePenalty,
   violationPerExample,
 } from '../objective/penalties.js';
-import {expandAs} from '../solvers/batched.js';
+import {expandAs, select} from '../solvers/batched.js';
 import {conjugateGradient} from '../solvers/cg.js';
 import {gradientAscent} from '../solvers/gradient_ascent.js';
 import {preconditionedAscent} from '../solvers/preconditioned.js';
@@ -471,7 +471,7 @@ function saturatedStep(J: tf.Tensor1D): tf.Tensor1D {
   return tf.tidy(() => {
     const q = tf.sub(1, tf.exp(tf.neg(tf.maximum(J, 0))));
     const a = tf.div(1, tf.maximum(q, 1e-3));
-    return tf.where(tf.isFinite(a), tf.clipByValue(a, 1, 1000), tf.onesLike(a)) as tf.Tensor1D;
+    return select(tf.isFinite(a), tf.clipByValue(a, 1, 1000), tf.onesLike(a)) as tf.Tensor1D;
   });
 }
 
@@ -550,7 +550,7 @@ function linearisedStep(
     )(ds);
     return grads.map((g0, i) => {
       const p = penalties[i];
-      const g = tf.where(tf.isFinite(g0), g0, tf.zerosLike(g0));
+      const g = select(tf.isFinite(g0), g0, tf.zerosLike(g0));
       const perExample = (t: tf.Tensor) => tf.reshape(t, [g.shape[0], ...g.shape.slice(1).map(() => 1)]);
       if (p.kind === 'linf') return tf.mul(p.epsilon, tf.sign(g));
       if (p.kind === 'l2' || p.kind === 'l1') {

@@ -18,7 +18,7 @@
  * {@link DEFAULT_CONSTRAINT_LAMBDA}.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {expandAs, maxPerExample, sumPerExample} from '../solvers/batched.js';
+import {expandAs, maxPerExample, select, sumPerExample} from '../solvers/batched.js';
 
 /**
  * Default λ for the constraint-style penalties (`linf`, `l2`, `l1`, `box`).
@@ -217,7 +217,7 @@ function projectL1(d: tf.Tensor, eps: number): tf.Tensor {
     const rhoIdx = tf.sub(tf.sum(cond, 1), 1); // number of true − 1 (cond is a prefix)
     const theta = tf.gather(thetas, tf.cast(tf.maximum(rhoIdx, 0), 'int32'), 1, 1) as tf.Tensor1D; // [B]
     const shrunk = tf.mul(tf.sign(flat), tf.relu(tf.sub(a, tf.expandDims(theta, 1))));
-    const projected = tf.where(tf.expandDims(inside, 1), flat, shrunk);
+    const projected = select(tf.expandDims(inside, 1), flat, shrunk);
     return tf.reshape(projected, d.shape);
   });
 }
@@ -308,7 +308,7 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
       const n = tf.add(base, u);
       const above = tf.div(tf.add(g, tf.mul(2 * lb, tf.sub(hi, base))), 2 * (lam + lb));
       const below = tf.div(tf.add(g, tf.mul(2 * lb, tf.sub(lo, base))), 2 * (lam + lb));
-      return tf.where(tf.greater(n, hi), above, tf.where(tf.less(n, lo), below, u));
+      return select(tf.greater(n, hi), above, select(tf.less(n, lo), below, u));
     }
     const lam = config.lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
     const eps = config.epsilon;
@@ -319,7 +319,7 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
       if (box && base) {
         const [lo, hi] = box;
         // kink of the box along the sign of g (clamped at 0 when base lies outside the box)
-        const bk = tf.relu(tf.where(pos, tf.sub(hi, base), tf.sub(base, lo)));
+        const bk = tf.relu(select(pos, tf.sub(hi, base), tf.sub(base, lo)));
         const k1 = tf.minimum(bk, eps);
         const k2 = tf.maximum(bk, eps);
         if (lb === lam) {
@@ -328,22 +328,22 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
           v = tf.minimum(v1, tf.mul(0.5, tf.add(v1, k2)));
         } else {
           const boxFirst = tf.less(bk, eps);
-          const l1 = tf.where(boxFirst, tf.fill(g.shape, lb), tf.fill(g.shape, lam));
-          const l2 = tf.where(boxFirst, tf.fill(g.shape, lam), tf.fill(g.shape, lb));
+          const l1 = select(boxFirst, tf.fill(g.shape, lb), tf.fill(g.shape, lam));
+          const l2 = select(boxFirst, tf.fill(g.shape, lam), tf.fill(g.shape, lb));
           const v1 = tf.add(k1, tf.div(ag, tf.mul(2, l1)));
           const v2 = tf.div(tf.add(ag, tf.add(tf.mul(tf.mul(2, l1), k1), tf.mul(tf.mul(2, l2), k2))), tf.mul(2, tf.add(l1, l2)));
-          v = tf.where(tf.lessEqual(v1, k2), v1, v2);
+          v = select(tf.lessEqual(v1, k2), v1, v2);
         }
       } else {
         v = tf.add(eps, tf.div(ag, 2 * lam));
       }
-      return tf.where(tf.equal(g, 0), d, tf.where(pos, v, tf.neg(v)));
+      return select(tf.equal(g, 0), d, select(pos, v, tf.neg(v)));
     }
     if (config.kind === 'l2') {
       const norm = tf.sqrt(sumPerExample(tf.square(g)));
       const len = tf.add(eps, tf.div(norm, 2 * lam));
       const u = tf.mul(g, expandAs(tf.div(len, tf.maximum(norm, 1e-30)), g));
-      return tf.where(tf.equal(expandAs(norm, g), 0), d, u);
+      return select(tf.equal(expandAs(norm, g), 0), d, u);
     }
     return tf.add(d, tf.div(tf.add(g, penaltyGradient(config, d)), 2 * lam));
   });
@@ -401,11 +401,11 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
         const gc = tf.sub(g, pg);
         const pos = tf.greater(gc, 0);
         const ag = tf.abs(gc);
-        const k1 = tf.where(pos, k1Up, k1Down);
-        const k2 = tf.where(pos, k2Up, k2Down);
+        const k1 = select(pos, k1Up, k1Down);
+        const k2 = select(pos, k2Up, k2Down);
         const v1 = tf.add(k1, tf.div(ag, 2 * lam));
         const v = tf.minimum(v1, tf.mul(0.5, tf.add(v1, k2)));
-        return tf.sub(tf.where(tf.equal(gc, 0), d, tf.where(pos, v, tf.neg(v))), d);
+        return tf.sub(select(tf.equal(gc, 0), d, select(pos, v, tf.neg(v))), d);
       },
       dispose: () => tf.dispose(k),
     };

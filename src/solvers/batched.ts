@@ -80,9 +80,33 @@ export function normPerRow(t: tf.Tensor): tf.Tensor1D {
  * the 60 BatchMatMuls 368 ms). NaN/Inf in the unselected operand do not leak through.
  */
 export function whereRows(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  if (a.rank <= 1) return tf.where(mask, a, b);
-  const full = tf.cast(tf.mul(tf.onesLike(a), expandAs(tf.cast(mask, 'float32'), a)), 'bool');
-  return tf.where(full, a, b);
+  if (a.rank <= 1) return select(mask, a, b);
+  return select(rowMask(mask, a), a, b);
+}
+
+/** The per-example mask [B] (bool) broadcast to the shape of `like` (bool), for {@link select}. */
+export function rowMask(mask: tf.Tensor, like: tf.Tensor): tf.Tensor {
+  if (like.rank <= 1) return mask;
+  return tf.cast(tf.mul(tf.onesLike(like), expandAs(tf.cast(mask, 'float32'), like)), 'bool');
+}
+
+/**
+ * `tf.where(cond, a, b)` for operands of one shape and dtype: the `Select` kernel called directly.
+ * `tf.where` first passes all three operands through `broadcastTo`, which clones each of them
+ * even when no broadcast is needed, and on the wasm backend a clone is a full copy (measured:
+ * three copies per select, a third of a deep-attack iteration's kernels). Same values and
+ * gradient (the kernel's registered one); anything else goes to `tf.where`.
+ */
+export function select(cond: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (
+    cond.dtype === 'bool' &&
+    a.dtype === b.dtype &&
+    tf.util.arraysEqual(cond.shape, a.shape) &&
+    tf.util.arraysEqual(a.shape, b.shape)
+  ) {
+    return tf.engine().runKernel('Select', {condition: cond, t: a, e: b} as unknown as tf.NamedTensorMap) as tf.Tensor;
+  }
+  return tf.where(cond, a, b);
 }
 
 /** Per-example dot product over ALL tensors of the lists: Σ_i Σ_{non-batch axes} a_i·b_i → [B]. */

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, freeDims, TINY, toFloatCopy} from './batched.js';
+import {axpy, batchDot, checkBatch, freeDims, select, TINY, toFloatCopy} from './batched.js';
 import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
 import {predictTrialStep, secantLineSearch} from './line_search.js';
 
@@ -114,19 +114,19 @@ export function conjugateGradient(
     },
     step: (old, ctx) => {
       const okSigma = tf.logicalAnd(ctx.active, tf.logicalAnd(tf.isFinite(old.sigma), tf.greater(old.sigma, 0)));
-      const sig = tf.where(okSigma, old.sigma, tf.zerosLike(old.sigma)) as tf.Tensor1D;
+      const sig = select(okSigma, old.sigma, tf.zerosLike(old.sigma)) as tf.Tensor1D;
       const cand = secantLineSearch(ctx, old.x, old.p, sig, old.d0, ls);
       const a = acceptance(old, cand, ctx.active, B, t);
 
       // the direction update (the only CG-specific part): Polak–Ribière+ with restarts
       const gcg = batchDot(cand.g, old.g, B);
       const betaPR = tf.relu(tf.div(tf.sub(a.gg, gcg), tf.maximum(old.gg, TINY)));
-      const beta = tf.where(ctx.restartDue, tf.zerosLike(betaPR), betaPR) as tf.Tensor1D;
+      const beta = select(ctx.restartDue, tf.zerosLike(betaPR), betaPR) as tf.Tensor1D;
       const pConj = axpy(cand.g, beta, old.p);
       const dConj = batchDot(cand.g, pConj, B);
       const useConj = tf.logicalAnd(tf.greater(beta, 0), tf.logicalAnd(tf.isFinite(dConj), tf.greater(dConj, 0)));
       const pDir = selectRows(useConj, pConj, cand.g);
-      const dDir = tf.where(useConj, dConj, a.gg) as tf.Tensor1D;
+      const dDir = select(useConj, dConj, a.gg) as tf.Tensor1D;
 
       const sigmaAcc = predictTrialStep({p: old.p, sigma: sig, step: cand.step, denom: cand.denom}, {p: pDir, d0: dDir}, B, maxGrow);
       // after a rejection: steepest ascent from the old point, shorter trial displacement
@@ -134,7 +134,7 @@ export function conjugateGradient(
 
       const acc = a.accept;
       const rej = a.reject;
-      const sel1 = (x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) => tf.where(m, x, y) as tf.Tensor1D;
+      const sel1 = (x: tf.Tensor, y: tf.Tensor, m: tf.Tensor) => select(m, x, y) as tf.Tensor1D;
       const state: State = {
         x: selectRows(acc, cand.x, old.x),
         J: sel1(cand.J, old.J, acc),

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, checkBatch, TINY} from './batched.js';
+import {axpy, checkBatch, select, TINY} from './batched.js';
 import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
 
 /** Options of {@link gradientAscent}. */
@@ -69,17 +69,17 @@ export function gradientAscent(
     evalsForIteration: (remaining) => (remaining >= 1 ? 1 : 0),
     init: (s) => ({...s, scale: tf.ones([B]) as tf.Tensor1D}),
     step: (old, ctx) => {
-      let step = tf.where(ctx.active, tf.mul(eta, old.scale), tf.zerosLike(old.scale)) as tf.Tensor1D;
+      let step = select(ctx.active, tf.mul(eta, old.scale), tf.zerosLike(old.scale)) as tf.Tensor1D;
       if (normalize === 'l2') step = tf.div(step, tf.maximum(tf.sqrt(old.gg), TINY)) as tf.Tensor1D;
       const xn = axpy(old.x, step, old.g);
       const e = ctx.evaluate(xn);
       const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t, monotone);
       const state: State = {
         x: selectRows(a.accept, xn, old.x),
-        J: tf.where(a.accept, e.value, old.J) as tf.Tensor1D,
+        J: select(a.accept, e.value, old.J) as tf.Tensor1D,
         g: selectRows(a.accept, e.grads, old.g),
-        gg: tf.where(a.accept, a.gg, old.gg) as tf.Tensor1D,
-        scale: tf.where(a.reject, tf.mul(0.5, old.scale), old.scale) as tf.Tensor1D,
+        gg: select(a.accept, a.gg, old.gg) as tf.Tensor1D,
+        scale: select(a.reject, tf.mul(0.5, old.scale), old.scale) as tf.Tensor1D,
       };
       return {state, accept: a.accept, nonFinite: a.nonFinite, converged: a.converged};
     },

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 import * as tf from '@tensorflow/tfjs-core';
-import {axpy, batchDot, TINY, whereRows} from './batched.js';
+import {axpy, batchDot, select, TINY, whereRows} from './batched.js';
 import type {Evaluation, StepContext} from './driver.js';
 
 /** The point a line search proposes (not yet accepted). */
@@ -56,7 +56,7 @@ export function secantLineSearch(
   const denom = tf.sub(d0, d1) as tf.Tensor1D;
   if (ctx.evals < 2) return {x: xt, J: T.value, g: T.grads, finite: T.finite, step: sigma, denom};
   const ratio = tf.div(d0, tf.maximum(denom, TINY));
-  const factor = tf.where(tf.greater(denom, 0), tf.minimum(ratio, o.maxStepGrowth), tf.fill([B], o.extrapolationFactor));
+  const factor = select(tf.greater(denom, 0), tf.minimum(ratio, o.maxStepGrowth), tf.fill([B], o.extrapolationFactor));
   const alpha = tf.mul(sigma, factor) as tf.Tensor1D;
   const xn = axpy(x, alpha, p);
   const N = ctx.evaluate(xn);
@@ -93,7 +93,7 @@ export function predictTrialStep(
   const predicted = tf.div(next.d0, tf.maximum(tf.mul(kappa, pdpd), TINY));
   const keepLen = tf.div(lastLen, pDirNorm);
   const cap = tf.div(tf.mul(maxStepGrowth, lastLen), pDirNorm);
-  let s = tf.where(tf.logicalAnd(tf.greater(prev.denom, 0), tf.greater(prev.sigma, 0)), tf.minimum(predicted, cap), keepLen);
-  s = tf.where(tf.logicalAnd(tf.isFinite(s), tf.greater(s, 0)), s, keepLen);
+  let s = select(tf.logicalAnd(tf.greater(prev.denom, 0), tf.greater(prev.sigma, 0)), tf.minimum(predicted, cap), keepLen);
+  s = select(tf.logicalAnd(tf.isFinite(s), tf.greater(s, 0)), s, keepLen);
   return s as tf.Tensor1D;
 }

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, TINY} from './batched.js';
+import {axpy, batchDot, checkBatch, rowMask, select, TINY} from './batched.js';
 import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
 
 /** Options of {@link preconditionedAscent}. */
@@ -90,7 +90,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       return {...s, g: [], D, p: options.conjugate ? D.map((d) => tf.clone(d)) : [], gD, alpha};
     },
     step: (old, ctx) => {
-      const step = tf.where(ctx.active, old.alpha, tf.zerosLike(old.alpha)) as tf.Tensor1D;
+      const step = select(ctx.active, old.alpha, tf.zerosLike(old.alpha)) as tf.Tensor1D;
       const xn = axpy(old.x, step, options.conjugate ? old.p : old.D);
       const e = ctx.evaluate(xn);
       const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
@@ -107,19 +107,22 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
         restarted = tf.logicalNot(useConj) as tf.Tensor1D;
       }
       const acc = a.accept;
+      // one full-shape mask per tensor, shared by every row-wise select below
+      const masks = xn.map((t) => rowMask(acc, t));
+      const sel = (u: tf.Tensor[], v: tf.Tensor[]) => u.map((ui, i) => select(masks[i], ui, v[i]));
       const big = tf.greater(old.alpha, maxStep);
       const alphaAcc = tf.minimum(tf.maximum(maxStep, old.alpha), tf.mul(grow, old.alpha));
-      const alphaRej = tf.where(big, tf.onesLike(old.alpha), tf.mul(shrink, old.alpha));
+      const alphaRej = select(big, tf.onesLike(old.alpha), tf.mul(shrink, old.alpha));
       const state: State = {
-        x: selectRows(acc, xn, old.x),
-        J: tf.where(acc, e.value, old.J) as tf.Tensor1D,
+        x: sel(xn, old.x),
+        J: select(acc, e.value, old.J) as tf.Tensor1D,
         g: [],
-        gg: tf.where(acc, a.gg, old.gg) as tf.Tensor1D,
-        D: selectRows(acc, D, old.D),
+        gg: select(acc, a.gg, old.gg) as tf.Tensor1D,
+        D: sel(D, old.D),
         // after a rejection: back to the plain direction at the old point
-        p: options.conjugate ? selectRows(acc, p, old.D) : [],
-        gD: tf.where(acc, gD, old.gD) as tf.Tensor1D,
-        alpha: tf.where(acc, alphaAcc, tf.where(a.reject, alphaRej, old.alpha)) as tf.Tensor1D,
+        p: options.conjugate ? sel(p, old.D) : [],
+        gD: select(acc, gD, old.gD) as tf.Tensor1D,
+        alpha: select(acc, alphaAcc, select(a.reject, alphaRej, old.alpha)) as tf.Tensor1D,
       };
       return {state, accept: acc, nonFinite: a.nonFinite, converged: a.converged, restarted};
     },
