@@ -232,7 +232,7 @@ describe('evaluateRobustness', () => {
 });
 
 describe('solverConvergence', () => {
-  it('records objective vs gradient evaluations for CG and gradient ascent from the same start', () => {
+  it('records objective vs gradient evaluations for the default deep solver, CG and gradient ascent from the same start', () => {
     const model = instrument(linearModel(), {input: {kind: 'quadratic', lambda: 2}, hidden: null});
     const {xs, labels} = linearData(16, 3);
     const x = tf.tensor2d(xs);
@@ -240,17 +240,32 @@ describe('solverConvergence', () => {
     const before = tf.memory().numTensors;
     const c = solverConvergence(model, x, y, {maxGradientEvaluations: 12, stepSizes: [0.05]});
     assert.equal(tf.memory().numTensors, before);
-    assert.deepEqual(c.runs.map((r) => r.solver), ['cg', 'gradient-ascent']);
+    assert.deepEqual(c.runs.map((r) => r.solver), ['preconditioned', 'cg', 'gradient-ascent']);
     for (const run of c.runs) {
       assert.equal(run.points[0].gradientEvaluations, 1);
       assert.ok(run.points.at(-1)!.gradientEvaluations <= 12);
       for (let i = 1; i < run.points.length; i++) {
         assert.ok(run.points[i].gradientEvaluations > run.points[i - 1].gradientEvaluations);
       }
+      assert.equal(run.diverged, false, run.label);
     }
-    assert.equal(c.runs[0].points[0].objective, c.runs[1].points[0].objective, 'same start point');
+    const [pre, cg, ga] = c.runs;
+    // the default solver's points are at the budgets 1, 2, 4, 8, 12 (fewer if it stopped early)
+    assert.ok(pre.points.every((p) => [1, 2, 4, 8, 12].includes(p.gradientEvaluations)), JSON.stringify(pre.points));
+    // every run starts at d = 0 (the clean neurons): J is the same function in disturbance and neuron space
+    assert.ok(Math.abs(pre.points[0].objective - cg.points[0].objective) <= 1e-6, `${pre.points[0].objective} vs ${cg.points[0].objective}`);
+    assert.equal(cg.points[0].objective, ga.points[0].objective, 'same start point');
     // On this concave quadratic-like objective CG gets at least as high as gradient ascent.
-    assert.ok(c.runs[0].points.at(-1)!.objective >= c.runs[1].points.at(-1)!.objective - 1e-6);
+    assert.ok(cg.points.at(-1)!.objective >= ga.points.at(-1)!.objective - 1e-6);
+    // Against an independent long run (gradient ascent, 300 evaluations): the default solver's point is
+    // feasible-valued (not above the maximum) and has closed 99.9% of the gap by 12 evaluations.
+    const long = solverConvergence(model, x, y, {maxGradientEvaluations: 300, stepSizes: [0.05]}).runs[2];
+    const max = long.points.at(-1)!.objective;
+    const start = pre.points[0].objective;
+    const reached = pre.points.at(-1)!.objective;
+    assert.ok(reached <= max + 1e-5, `${reached} > max ${max}`);
+    assert.ok(reached - start >= 0.999 * (max - start), `closed ${(reached - start) / (max - start)} of the gap`);
+    assert.ok(reached > ga.points.at(-1)!.objective, 'above fixed-step gradient ascent at equal budget');
     assert.deepEqual(JSON.parse(JSON.stringify(c)), c);
     tf.dispose([x, y]);
   });

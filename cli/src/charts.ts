@@ -154,7 +154,8 @@ export function convergenceChart(id: string, title: string, rows: {gradientEvalu
     title,
     caption:
       `Maximisation of eq. 11 on ${examples} test examples from the same start (the clean neurons): mean objective J over the batch ` +
-      'after each iteration against the number of batched gradient evaluations spent (one forward + one backward pass each; CG\'s line search included). ' +
+      'against the number of batched gradient evaluations spent (one forward + one backward pass each; line searches included): CG and gradient ascent after each iteration, ' +
+      'the deep attack\'s default solver (preconditioned ascent on the disturbances, what deepAttack and training use unless told otherwise) once per budget 1, 2, 4, …, as a user gets it at that maxGradientEvaluations. ' +
       'Values below the start (a diverging fixed-step run) are drawn at the bottom edge.',
     spec: {
       $schema: 'https://vega.github.io/schema/vega-lite/v6.json',

