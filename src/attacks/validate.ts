@@ -37,8 +37,8 @@ export function assertSingleOutput(where: string, model: tfl.LayersModel): void 
   }
 }
 
-/** Layers that consume the model input, looking through Disturbance layers. */
-function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
+/** Layers that consume model input `index`, looking through Disturbance layers. */
+function inputConsumers(model: tfl.LayersModel, index = 0): tfl.layers.Layer[] {
   const inModel = new Set(model.layers);
   const out: tfl.layers.Layer[] = [];
   const visit = (layer: tfl.layers.Layer, depth: number) => {
@@ -48,9 +48,10 @@ function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
       else out.push(next);
     }
   };
-  for (const l of inputLayersOf(model)) visit(l, 0);
+  const inputLayer = inputLayersOf(model)[index];
+  if (inputLayer) visit(inputLayer, 0);
   // A Sequential exposes its inner functional model's layers; its first layer reads the input.
-  if (out.length === 0 && model instanceof tfl.Sequential && model.layers.length > 0) {
+  if (out.length === 0 && index === 0 && model instanceof tfl.Sequential && model.layers.length > 0) {
     const first = model.layers.find((l) => !isDisturbance(l));
     if (first) out.push(first);
   }
@@ -58,14 +59,14 @@ function inputConsumers(model: tfl.LayersModel): tfl.layers.Layer[] {
 }
 
 /**
- * Why the model input cannot be perturbed (an integer input, or an input that
- * feeds an Embedding layer: token indices have no gradient), or null.
+ * Why model input `index` cannot be perturbed (an integer input, or an input
+ * that feeds an Embedding layer: token indices have no gradient), or null.
  */
-export function undisturbableInput(model: tfl.LayersModel): string | null {
-  const input = model.inputs[0];
+export function undisturbableInput(model: tfl.LayersModel, index = 0): string | null {
+  const input = model.inputs[index];
   if (input.dtype !== 'float32') return `its input '${input.name}' has dtype ${input.dtype}`;
-  const emb = inputConsumers(model).find((l) => l.getClassName() === 'Embedding');
-  if (emb) return `its input feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
+  const emb = inputConsumers(model, index).find((l) => l.getClassName() === 'Embedding');
+  if (emb) return `its input '${input.name}' feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
   return null;
 }
 

@@ -40,11 +40,12 @@ import {deepAttack, DeepAttackOptions, DEEP_ATTACK_OPTION_KEYS, pickDeepAttackOp
 import {PGD_KEYS, PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../attacks/pgd.js';
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {FGSM_KEYS, prepareAttack, PreparedAttack} from '../attacks/registry.js';
+import {undisturbableInput} from '../attacks/validate.js';
 import {checkKnownKeys} from '../util/options.js';
 import {rowsFinite, whereRows} from '../solvers/batched.js';
-import {Disturbance, isDisturbance} from '../layers/disturbance.js';
+import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
-import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors, inputLayersOf, outboundLayers} from '../model/internals.js';
+import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors} from '../model/internals.js';
 import {assertCompatibleXY, hasQuadraticLoss, LossFn, perExampleLoss, PerExampleLossFn, Tensors} from '../objective/loss.js';
 import {disposeAddResult, forwardAdd, withModes} from '../objective/neuron_space.js';
 import {normPerExample, PenaltyConfig, validatePenalty} from '../objective/penalties.js';
@@ -229,37 +230,12 @@ function isCompiled(model: tfl.LayersModel): boolean {
   return compiledOptimizer(model) != null && fns != null && fns.length > 0;
 }
 
-/** Layers that consume model input `index`, looking through Disturbance layers. */
-function inputConsumers(model: tfl.LayersModel, index = 0): tfl.layers.Layer[] {
-  const inModel = new Set(model.layers);
-  const out: tfl.layers.Layer[] = [];
-  const visit = (layer: tfl.layers.Layer, depth: number) => {
-    for (const next of outboundLayers(layer)) {
-      if (!inModel.has(next)) continue;
-      if (isDisturbance(next) && depth < 8) visit(next, depth + 1);
-      else out.push(next);
-    }
-  };
-  const inputLayer = inputLayersOf(model)[index];
-  if (inputLayer) visit(inputLayer, 0);
-  return out;
-}
-
 /** Disturbance layers whose input is model input `index` (d₀ of that input). */
 function inputDisturbances(model: tfl.LayersModel, layers: Disturbance[], index = 0): Disturbance[] {
   const input = model.inputs[index];
   return layers.filter((l) =>
     inboundInputTensors(l).some((inputs) => inputs[0] === input),
   );
-}
-
-/** Why model input `index` cannot be disturbed (integer dtype or feeding an Embedding), or null. */
-function undisturbableInput(model: tfl.LayersModel, index = 0): string | null {
-  const input = model.inputs[index];
-  if (input.dtype !== 'float32') return `its input '${input.name}' has dtype ${input.dtype}`;
-  const emb = inputConsumers(model, index).find((l) => l.getClassName() === 'Embedding');
-  if (emb) return `its input '${input.name}' feeds the Embedding layer '${emb.name}' (token indices cannot be perturbed)`;
-  return null;
 }
 
 function resolveBasePenalties(layers: Disturbance[], given: DeepAttackOptions['penalties'], where: string): (PenaltyConfig | null)[] {
