@@ -149,7 +149,7 @@ describe('CLI', () => {
     assert.match(e.stdout, /worst case \(L∞\)/);
     const ev = JSON.parse(readFileSync(join(run, 'eval.json'), 'utf8'));
     assert.equal(ev.result.examples, 40);
-    assert.deepEqual(ev.result.attacks.map((a: {name: string}) => a.name), ['FGSM', 'PGD-3 L∞', 'Deep threat (CG, input + hidden layers)']);
+    assert.deepEqual(ev.result.attacks.map((a: {name: string}) => a.name), ['FGSM', 'PGD-3 L∞', 'Deep threat (input + hidden layers)']);
     assert.equal(ev.result.layerProfile.layers.length, 3, 'input + two hidden disturbances of the MLP');
     assert.ok(existsSync(join(run, 'convergence.json')));
 

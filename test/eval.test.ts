@@ -83,7 +83,7 @@ describe('evaluateRobustness', () => {
     assert.equal(r.examples, n);
     assert.equal(r.cleanAccuracy, expectedRobust(xs, labels, 0) / n);
     const byName = Object.fromEntries(r.attacks.map((a) => [a.name, a]));
-    const deepName = 'Deep threat (CG, input + hidden layers)';
+    const deepName = 'Deep threat (input + hidden layers)';
     assert.deepEqual(Object.keys(byName), ['FGSM', 'PGD-10×2 L∞', 'PGD-10 L2', deepName]);
     for (const name of ['FGSM', 'PGD-10×2 L∞', deepName]) {
       const got = byName[name].points.map((p) => p.robust);

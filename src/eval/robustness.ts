@@ -153,7 +153,7 @@ export interface AutoAttackSpec {
  */
 export interface DeepAttackSpec {
   kind: 'deep';
-  /** Name in the results (unique). Default `'Deep (CG)'`. */
+  /** Name in the results (unique). Default `'Deep threat (input + hidden layers)'`. */
   name?: string;
   /** Input budgets to sweep. Default: {@link RobustnessOptions.epsilons} unless `penalties` is given. */
   epsilons?: number[];
@@ -584,7 +584,7 @@ function prepareDeep(model: tfl.LayersModel, spec: DeepAttackSpec, o: {epsilons?
     settings.penalties = typeof spec.penalties === 'function' ? 'custom function' : spec.penalties ?? 'own';
   }
   return {
-    name: spec.name ?? 'Deep threat (CG, input + hidden layers)',
+    name: spec.name ?? 'Deep threat (input + hidden layers)',
     kind: 'deep',
     threat: 'deep',
     usesGradients: true,
