@@ -1,5 +1,6 @@
 import {tf} from './setup.js';
 import {mulberry32 as rng} from './fixtures/random.js';
+import {linearData} from './fixtures/linear.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
@@ -31,20 +32,6 @@ function linearModel(seed = 3, activation: 'softmax' | 'linear' = 'softmax'): {m
   model.setWeights([tf.tensor2d(W), tf.tensor1d(b)]);
   model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
   return {model, W, b};
-}
-
-/** Inputs in [0.3, 0.7]^D (the box [0, 1] is inactive for ε ≤ 0.3) labelled by the model itself, so all are correct. */
-function data(n: number, seed: number, W: number[][], b: number[]) {
-  const r = rng(seed);
-  const xs: number[][] = [];
-  const labels: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = Array.from({length: D}, () => 0.3 + 0.4 * r());
-    const z = b.map((bk, k) => bk + x.reduce((s, v, j) => s + v * W[j][k], 0));
-    xs.push(x);
-    labels.push(z.indexOf(Math.max(...z)));
-  }
-  return {x: tf.tensor2d(xs), y: tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), K), 'float32'), xs, labels};
 }
 
 /**
@@ -125,7 +112,7 @@ describe('APGD', () => {
     for (const loss of ['ce', 'dlr', 'cw'] as const) {
       it(`APGD-${loss} ${norm} finds exactly the examples breakable on a linear classifier, inside the ball`, () => {
         const {model, W, b} = linearModel();
-        const {x, y, xs, labels} = data(40, 5, W, b);
+        const {x, y, xs, labels} = linearData(40, 5, W, b);
         const before = tf.memory().numTensors;
         const r = apgdAttackWithInfo(model, x, y, {epsilon: eps, norm, steps: 50, loss, seed: 1});
         const exact = exactRobust(xs, labels, W, b, eps, norm);
@@ -142,7 +129,7 @@ describe('APGD', () => {
 
   it('APGD-T (targeted DLR over the top-3 classes) is exact on a linear classifier too', () => {
     const {model, W, b} = linearModel(7);
-    const {x, y, xs, labels} = data(40, 9, W, b);
+    const {x, y, xs, labels} = linearData(40, 9, W, b);
     const r = apgdAttackWithInfo(model, x, y, {epsilon: 0.08, targeted: true, targetClasses: 3, steps: 30, seed: 2, clip: [0, 1]});
     const exact = exactRobust(xs, labels, W, b, 0.08, 'linf');
     assert.deepEqual(predicted(model, r.adversarial).map((p, i) => p === labels[i]), exact);
@@ -151,7 +138,7 @@ describe('APGD', () => {
 
   it('is reproducible with a seed and refuses unknown or bad options by name', () => {
     const {model, W, b} = linearModel();
-    const {x, y} = data(8, 1, W, b);
+    const {x, y} = linearData(8, 1, W, b);
     const a1 = apgdAttack(model, x, y, {epsilon: 0.05, steps: 10, seed: 4});
     const a2 = apgdAttack(model, x, y, {epsilon: 0.05, steps: 10, seed: 4});
     assert.deepEqual(Array.from(a1.dataSync()), Array.from(a2.dataSync()));
@@ -165,7 +152,7 @@ describe('APGD', () => {
 describe('Square attack', () => {
   it('breaks a linear classifier at large ε without gradients and stays in the L∞ ball and the box', () => {
     const {model, W, b} = linearModel();
-    const {x, y, xs, labels} = data(20, 4, W, b);
+    const {x, y, xs, labels} = linearData(20, 4, W, b);
     const eps = 0.3;
     const r = squareAttackWithInfo(model, x, y, {epsilon: eps, queries: 300, seed: 1, clip: [0, 1]});
     const exact = exactRobust(xs, labels, W, b, eps, 'linf');
@@ -184,7 +171,7 @@ describe('Square attack', () => {
 
   it('L2: stays inside the ball, and finds adversarials at a large radius', () => {
     const {model, W, b} = linearModel();
-    const {x, y} = data(10, 6, W, b);
+    const {x, y} = linearData(10, 6, W, b);
     const r = squareAttackWithInfo(model, x, y, {epsilon: 1.5, norm: 'l2', queries: 200, seed: 2, clip: [0, 1]});
     assert.ok(maxDist(r.adversarial, x, 'l2') <= 1.5);
     assert.ok(Array.from(r.fooled).filter(Boolean).length >= 5);
@@ -203,7 +190,7 @@ describe('Square attack', () => {
 describe('autoAttack', () => {
   it('robust accuracy equals the exact worst case of a linear classifier and the accuracy on `adversarial`; ball and box hold exactly', () => {
     const {model, W, b} = linearModel();
-    const {x, y, xs, labels} = data(40, 8, W, b);
+    const {x, y, xs, labels} = linearData(40, 8, W, b);
     const eps = 0.08;
     const before = tf.memory().numTensors;
     const r = autoAttack(model, x, y, {epsilon: eps, clip: [0, 1], version: 'fast', seed: 3, batchSize: 16});
@@ -224,7 +211,7 @@ describe('autoAttack', () => {
 
   it('Square breaks a model whose gradient is masked (zero), which APGD cannot', () => {
     const {model, W, b} = linearModel();
-    const {x, y, xs, labels} = data(20, 2, W, b);
+    const {x, y, xs, labels} = linearData(20, 2, W, b);
     const masked = maskedModel(model);
     const eps = 0.15;
     const r = autoAttack(masked, x, y, {epsilon: eps, clip: [0, 1], version: 'fast', seed: 1});
@@ -236,7 +223,7 @@ describe('autoAttack', () => {
 
   it('refuses bad inputs with clear messages and leaks nothing', () => {
     const {model, W, b} = linearModel();
-    const {x, y} = data(4, 1, W, b);
+    const {x, y} = linearData(4, 1, W, b);
     const three = tfl.sequential({layers: [tfl.layers.dense({units: 3, inputShape: [D], activation: 'softmax'})]});
     const y3 = tf.zeros([4, 3]);
     const before = tf.memory().numTensors;

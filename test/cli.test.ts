@@ -7,7 +7,7 @@ import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
 
 import {loadLatestCheckpoint} from '../cli/src/checkpoint.js';
-import {main} from '../cli/src/main.js';
+import {runCli} from './fixtures/cli.js';
 import {seededPermutation} from '../cli/src/train.js';
 
 const ROOT = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
@@ -25,23 +25,6 @@ after(() => {
 function cli(args: string[]): {code: number | null; stdout: string; stderr: string} {
   const r = spawnSync(process.execPath, [...RUN, ...args], {cwd: ROOT, encoding: 'utf8', env: {...process.env, FORCE_COLOR: '0'}});
   return {code: r.status, stdout: r.stdout, stderr: r.stderr};
-}
-
-/** Runs `main` in this process, capturing what it writes. */
-async function inProcess(args: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  const out = {stdout: '', stderr: ''};
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  // Only strings are the CLI's; the test runner's own (serialised) reports are Buffers and pass through.
-  process.stdout.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stdout += c), true) : ow(c, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stderr += c), true) : ew(c, ...rest))) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return {code, ...out};
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
 }
 
 /** Tiny, fast training settings (cpu backend, deterministic). */
@@ -121,12 +104,12 @@ describe('CLI', () => {
       [['frobnicate'], /unknown command 'frobnicate'/],
     ];
     for (const [args, re] of cases) {
-      const r = await inProcess(args);
+      const r = await runCli(args);
       assert.equal(r.code, 2, `${args.join(' ')}: exit code ${r.code}\n${r.stderr}`);
       assert.match(r.stderr, re, `${args.join(' ')}: ${r.stderr}`);
     }
     for (const cmd of ['train', 'eval', 'report', 'bench', 'start']) {
-      const h = await inProcess([cmd, '--help']);
+      const h = await runCli([cmd, '--help']);
       assert.equal(h.code, 0, cmd);
       assert.match(h.stdout, /Usage: tfjs-deep-adversarial/);
     }

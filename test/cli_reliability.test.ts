@@ -14,7 +14,7 @@ import {after, before, describe, it} from 'node:test';
 import {loadLatestCheckpoint} from '../cli/src/checkpoint.js';
 import {resolveModelDir} from '../cli/src/common.js';
 import {penaltyKinds} from '../cli/src/report.js';
-import {main} from '../cli/src/main.js';
+import {runCli} from './fixtures/cli.js';
 
 const ROOT = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 
@@ -25,23 +25,6 @@ before(() => {
 after(() => {
   if (tmp) rmSync(tmp, {recursive: true, force: true});
 });
-
-/** Runs `main` in this process, capturing what it writes. */
-async function run(args: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  const out = {stdout: '', stderr: ''};
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  // Only strings are the CLI's; the test runner's own (serialised) reports are Buffers and pass through.
-  process.stdout.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stdout += c), true) : ow(c, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array, ...rest: never[]) => (typeof c === 'string' ? ((out.stderr += c), true) : ew(c, ...rest))) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return {code, ...out};
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
 
 /** Asserts exit code 2 and exactly one stderr line `error: …` matching `re`, without a stack trace. */
 function assertUserError(r: {code: number; stderr: string}, re: RegExp, what: string): void {
@@ -78,7 +61,7 @@ let reference = '';
 async function referenceRun(): Promise<string> {
   if (!reference) {
     const dir = join(tmp, 'reference');
-    const r = await run(['train', ...TINY, '--epochs', '1', '--out', dir]);
+    const r = await runCli(['train', ...TINY, '--epochs', '1', '--out', dir]);
     assert.equal(r.code, 0, r.stderr);
     reference = dir;
   }
@@ -119,7 +102,7 @@ describe('CLI run directories', () => {
     }
     // the whole report command runs on such a run
     writeFileSync(join(dir, 'run.json'), readFileSync(join(await referenceRun(), 'run.json'), 'utf8').replace(/"latestCheckpoint":\s*("[^"]*"|null)/, '"latestCheckpoint": "../../outside"'));
-    const r = await run(['report', dir, '--out', join(base, 'report')]);
+    const r = await runCli(['report', dir, '--out', join(base, 'report')]);
     assert.equal(r.code, 0, r.stderr);
   });
 
@@ -127,14 +110,14 @@ describe('CLI run directories', () => {
     const ref = await referenceRun();
     const dir = copyRun('existing', ref);
     const before = readFileSync(join(dir, 'run.json'), 'utf8');
-    const r = await run(['train', ...TINY, '--epochs', '1', '--out', dir]);
+    const r = await runCli(['train', ...TINY, '--epochs', '1', '--out', dir]);
     assertUserError(r, /already holds a run \(complete, 1\/1 epochs\); continue it with `train --resume --out .*`, or start over in a new directory or with --overwrite/, 'existing run');
     assert.equal(readFileSync(join(dir, 'run.json'), 'utf8'), before, 'run.json untouched');
 
-    assertUserError(await run(['train', '--resume', '--overwrite', '--out', dir]), /give only one of them/, '--resume --overwrite');
+    assertUserError(await runCli(['train', '--resume', '--overwrite', '--out', dir]), /give only one of them/, '--resume --overwrite');
 
     writeFileSync(join(dir, 'notes.txt'), 'mine');
-    const o = await run(['train', ...TINY, '--epochs', '1', '--seed', '4', '--out', dir, '--overwrite']);
+    const o = await runCli(['train', ...TINY, '--epochs', '1', '--seed', '4', '--out', dir, '--overwrite']);
     assert.equal(o.code, 0, o.stderr);
     const meta = readRun(dir);
     assert.equal(meta.options.seed, 4);
@@ -148,15 +131,15 @@ describe('CLI run directories', () => {
     // A finished run: resuming without --epochs does nothing.
     const done = copyRun('finished', ref);
     const before = readFileSync(join(done, 'run.json'), 'utf8');
-    const r = await run(['train', '--resume', '--out', done, '--progress', 'off']);
+    const r = await runCli(['train', '--resume', '--out', done, '--progress', 'off']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /is complete \(1\/1 epochs\); nothing to do/);
     assert.equal(readFileSync(join(done, 'run.json'), 'utf8'), before, 'no third epoch, nothing rewritten');
     // A flag that would change the run is refused, naming the recorded value.
-    assertUserError(await run(['train', '--resume', '--out', done, '--lambda', '3', '--epochs', '2']), /--lambda 3 differs from the run's recorded 1/, 'changed --lambda');
-    assertUserError(await run(['train', '--resume', '--out', done, '--epochs', '2', '--limit', '96']), /--limit 96 differs from the run's recorded 64/, 'changed --limit');
+    assertUserError(await runCli(['train', '--resume', '--out', done, '--lambda', '3', '--epochs', '2']), /--lambda 3 differs from the run's recorded 1/, 'changed --lambda');
+    assertUserError(await runCli(['train', '--resume', '--out', done, '--epochs', '2', '--limit', '96']), /--limit 96 differs from the run's recorded 64/, 'changed --limit');
     // The same value as recorded is fine; --epochs extends.
-    const ext = await run(['train', '--resume', '--out', done, '--epochs', '2', '--seed', '3', '--progress', 'off']);
+    const ext = await runCli(['train', '--resume', '--out', done, '--epochs', '2', '--seed', '3', '--progress', 'off']);
     assert.equal(ext.code, 0, ext.stderr);
     assert.equal(readRun(done).history.length, 2);
     assert.equal(readRun(done).options.epochs, 2);
@@ -168,7 +151,7 @@ describe('CLI run directories', () => {
     meta.status = 'running';
     writeFileSync(join(killed, 'run.json'), JSON.stringify(meta));
     rmSync(join(killed, 'model'), {recursive: true});
-    const k = await run(['train', '--resume', '--out', killed, '--progress', 'off']);
+    const k = await runCli(['train', '--resume', '--out', killed, '--progress', 'off']);
     assert.equal(k.code, 0, k.stderr);
     assert.equal(readRun(killed).status, 'complete');
     assert.equal(readRun(killed).history.length, 2);
@@ -199,7 +182,7 @@ describe('CLI run directories', () => {
     assert.ok(killed, output);
     assert.equal(readRun(dir).status, 'running');
     assert.ok(!existsSync(join(dir, 'checkpoints', 'latest')), 'killed before the first checkpoint');
-    const r = await run(['train', '--resume', '--out', dir, '--progress', 'off']);
+    const r = await runCli(['train', '--resume', '--out', dir, '--progress', 'off']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /has no checkpoint yet .*: starting it from scratch with its recorded options/);
     assert.equal(readRun(dir).status, 'complete');
@@ -212,7 +195,7 @@ describe('CLI run directories', () => {
     rmSync(join(out, 'model'), {recursive: true});
     cpSync(join(out, 'checkpoints', 'epoch-0001'), join(tmp, 'elsewhere'), {recursive: true});
     writeFileSync(join(out, 'checkpoints', 'latest'), '../../elsewhere\n');
-    assertUserError(await run(['train', '--resume', '--out', out, '--epochs', '2']), /latest names "..\/..\/elsewhere", which is not a checkpoint directory of this run/, 'latest ../');
+    assertUserError(await runCli(['train', '--resume', '--out', out, '--epochs', '2']), /latest names "..\/..\/elsewhere", which is not a checkpoint directory of this run/, 'latest ../');
     assert.throws(() => resolveModelDir(out, 'eval: model'), /not a checkpoint directory of this run/);
     // A checkpoint directory that is a symbolic link to somewhere else is not followed either.
     rmSync(join(out, 'checkpoints', 'epoch-0001'), {recursive: true});
@@ -224,7 +207,7 @@ describe('CLI run directories', () => {
     // A FIFO as checkpoints/latest is refused at once (reading it would block).
     rmSync(join(out, 'checkpoints', 'latest'));
     if (spawnSync('mkfifo', [join(out, 'checkpoints', 'latest')]).status === 0) {
-      assertUserError(await run(['train', '--resume', '--out', out, '--epochs', '2']), /latest is not a regular file; refusing to follow it/, 'FIFO latest');
+      assertUserError(await runCli(['train', '--resume', '--out', out, '--epochs', '2']), /latest is not a regular file; refusing to follow it/, 'FIFO latest');
       assert.throws(() => resolveModelDir(out, 'eval: model'), /latest is not a regular file/);
     }
 
@@ -234,7 +217,7 @@ describe('CLI run directories', () => {
     const bytes = readFileSync(w);
     bytes[100] ^= 0x40;
     writeFileSync(w, bytes);
-    assertUserError(await run(['train', '--resume', '--out', bad, '--epochs', '2']), /model\/weights\.bin does not match its SHA-256/, 'flipped weights');
+    assertUserError(await runCli(['train', '--resume', '--out', bad, '--epochs', '2']), /model\/weights\.bin does not match its SHA-256/, 'flipped weights');
     const s = join(bad, 'checkpoints', 'epoch-0001', 'state.json');
     bytes[100] ^= 0x40;
     writeFileSync(w, bytes);
@@ -244,19 +227,19 @@ describe('CLI run directories', () => {
   });
 
   it('item 14: user errors exit 2 with one line naming the cause; a failed run is marked failed in run.json', async () => {
-    assertUserError(await run(['train', ...TINY, '--backend', 'tensorflow', '--out', join(tmp, 'tf')]), /--backend tensorflow: .*@tensorflow\/tfjs-node/, '--backend tensorflow');
+    assertUserError(await runCli(['train', ...TINY, '--backend', 'tensorflow', '--out', join(tmp, 'tf')]), /--backend tensorflow: .*@tensorflow\/tfjs-node/, '--backend tensorflow');
     const file = join(tmp, 'a-file');
     writeFileSync(file, 'x');
-    assertUserError(await run(['train', ...TINY, '--out', file]), /--out .*a-file: exists and is not a directory/, '--out file');
+    assertUserError(await runCli(['train', ...TINY, '--out', file]), /--out .*a-file: exists and is not a directory/, '--out file');
     const none = join(tmp, 'none-none');
-    assertUserError(await run(['train', ...TINY, '--input-penalty', 'none', '--hidden-penalty', 'none', '--out', none]), /nothing to disturb.*--method none/, 'both penalties none');
+    assertUserError(await runCli(['train', ...TINY, '--input-penalty', 'none', '--hidden-penalty', 'none', '--out', none]), /nothing to disturb.*--method none/, 'both penalties none');
     assert.ok(!existsSync(join(none, 'run.json')), 'refused before anything was written');
 
     const ref = await referenceRun();
     const trunc = copyRun('truncated', ref);
     const text = readFileSync(join(trunc, 'run.json'), 'utf8');
     writeFileSync(join(trunc, 'run.json'), text.slice(0, text.length >> 1));
-    assertUserError(await run(['train', '--resume', '--out', trunc, '--epochs', '2']), /run\.json is damaged \(not valid JSON/, 'truncated run.json');
+    assertUserError(await runCli(['train', '--resume', '--out', trunc, '--epochs', '2']), /run\.json is damaged \(not valid JSON/, 'truncated run.json');
 
     const opt = copyRun('optimizer', ref);
     const ck = join(opt, 'checkpoints', 'epoch-0001');
@@ -264,7 +247,7 @@ describe('CLI run directories', () => {
     oj.className = 'SGD';
     writeFileSync(join(ck, 'optimizer.json'), JSON.stringify(oj));
     resum(ck);
-    assertUserError(await run(['train', '--resume', '--out', opt, '--epochs', '2']), /checkpoint epoch-0001: checkpoint optimizer is SGD, the model's is Adam/, 'optimizer mismatch');
+    assertUserError(await runCli(['train', '--resume', '--out', opt, '--epochs', '2']), /checkpoint epoch-0001: checkpoint optimizer is SGD, the model's is Adam/, 'optimizer mismatch');
 
     // ENOSPC while writing a checkpoint file (mocked: the disk fills up at optimizer.bin).
     const full = join(tmp, 'disk-full');
@@ -276,7 +259,7 @@ describe('CLI run directories', () => {
     };
     let r;
     try {
-      r = await run(['train', ...TINY, '--epochs', '1', '--out', full]);
+      r = await runCli(['train', ...TINY, '--epochs', '1', '--out', full]);
     } finally {
       fsp.open = realOpen;
     }
@@ -286,7 +269,7 @@ describe('CLI run directories', () => {
     assert.match(meta.error ?? '', /ENOSPC/);
     assert.ok(!existsSync(join(full, 'checkpoints', 'latest')), 'no half checkpoint');
     // The failed run (no checkpoint yet) resumes from scratch.
-    const res = await run(['train', '--resume', '--out', full, '--progress', 'off']);
+    const res = await runCli(['train', '--resume', '--out', full, '--progress', 'off']);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(readRun(full).status, 'complete');
   });

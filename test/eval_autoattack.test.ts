@@ -1,5 +1,6 @@
 import {tf} from './setup.js';
 import {mulberry32 as rng} from './fixtures/random.js';
+import {linearData} from './fixtures/linear.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import assert from 'node:assert/strict';
 import {describe, it} from 'node:test';
@@ -23,19 +24,6 @@ function linear(seed: number): {model: tfl.LayersModel; W: number[][]; b: number
   return {model, W, b};
 }
 
-function data(n: number, seed: number, W: number[][], b: number[]) {
-  const r = rng(seed);
-  const xs: number[][] = [];
-  const labels: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const x = Array.from({length: D}, () => 0.3 + 0.4 * r());
-    const z = b.map((bk, k) => bk + x.reduce((s, v, j) => s + v * W[j][k], 0));
-    xs.push(x);
-    labels.push(z.indexOf(Math.max(...z)));
-  }
-  return {x: tf.tensor2d(xs), y: tf.cast(tf.oneHot(tf.tensor1d(labels, 'int32'), K), 'float32'), xs, labels};
-}
-
 function exactRobustCount(xs: number[][], labels: number[], W: number[][], b: number[], eps: number): number {
   return xs.filter((x, i) => {
     const y = labels[i];
@@ -51,7 +39,7 @@ function exactRobustCount(xs: number[][], labels: number[], W: number[][], b: nu
 describe('evaluateRobustness with the attack registry', () => {
   it('AutoAttack, APGD and Square points; the input worst case equals the exact optimum; the deep threat stays apart', () => {
     const {model, W, b} = linear(11);
-    const {x, y, xs, labels} = data(32, 3, W, b);
+    const {x, y, xs, labels} = linearData(32, 3, W, b);
     const before = tf.memory().numTensors;
     const r = evaluateRobustness(model, x, y, {
       epsilons: [0.05, 0.5],
@@ -90,7 +78,7 @@ describe('evaluateRobustness with the attack registry', () => {
 
   it('flags gradient masking: Square breaks what the gradient attacks could not, and accuracy stays high at a large ε', () => {
     const {model, W, b} = linear(5);
-    const {x, y} = data(24, 2, W, b);
+    const {x, y} = linearData(24, 2, W, b);
     const masked = zeroGradient(model);
     const warn = console.warn;
     const seen: string[] = [];
@@ -130,7 +118,7 @@ describe('evaluateRobustness with the attack registry', () => {
 
   it('warns about NaN predictions; refuses 0 examples, non-tensors, unknown keys; APGD/Square/AutoAttack need one float input and one output', () => {
     const {model, W, b} = linear(2);
-    const {x, y} = data(6, 1, W, b);
+    const {x, y} = linearData(6, 1, W, b);
     const nanModel = tfl.sequential({layers: [tfl.layers.dense({units: K, inputShape: [D], activation: 'softmax'})]});
     nanModel.setWeights([tf.fill([D, K], NaN), tf.zeros([K])]);
     nanModel.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
