@@ -98,6 +98,16 @@ export type {
 } from './eval/robustness.js';
 export {solverConvergence} from './eval/convergence.js';
 export type {ConvergenceOptions, ConvergenceResult, ConvergenceRun, ConvergencePoint} from './eval/convergence.js';
+export {evaluatePerturbations} from './eval/perturbations.js';
+export type {
+  PerturbationOptions,
+  PerturbationResult,
+  PerturbationProgress,
+  NoisePerturbationOptions,
+  QuantizationPerturbationOptions,
+  NoisePoint,
+  QuantizationPoint,
+} from './eval/perturbations.js';
 
 export {registerWasmKernels, unregisterWasmKernels, registeredWasmKernels} from './kernels/wasm.js';
 export type {WasmKernelOptions} from './kernels/wasm.js';

@@ -507,7 +507,7 @@ function siteRunner(model: tfl.LayersModel, layer: string | undefined, name: str
 }
 
 /** True when the Disturbance layer carries d₀: it reads a float model input directly, or an Embedding output. */
-function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
+export function isInputSite(model: tfl.LayersModel, layer: Disturbance): boolean {
   try {
     return attackSites(model, undefined, WHO).some((s) => s.layer === layer);
   } catch {
@@ -722,19 +722,19 @@ function prepare(model: tfl.LayersModel, spec: RobustnessAttack, o: {epsilons?: 
   }
 }
 
-function batches(n: number, batchSize: number): [number, number][] {
+export function batches(n: number, batchSize: number): [number, number][] {
   const out: [number, number][] = [];
   for (let s = 0; s < n; s += batchSize) out.push([s, Math.min(batchSize, n - s)]);
   return out;
 }
 
-function sliceBatch(t: tf.Tensor, start: number, size: number): tf.Tensor;
-function sliceBatch(t: Tensors, start: number, size: number): Tensors;
-function sliceBatch(t: Tensors, start: number, size: number): Tensors {
+export function sliceBatch(t: tf.Tensor, start: number, size: number): tf.Tensor;
+export function sliceBatch(t: Tensors, start: number, size: number): Tensors;
+export function sliceBatch(t: Tensors, start: number, size: number): Tensors {
   return Array.isArray(t) ? t.map((u) => tf.slice(u, [start], [size])) : tf.slice(t, [start], [size]);
 }
 
-function listOf(t: Tensors): tf.Tensor[] {
+export function listOf(t: Tensors): tf.Tensor[] {
   return Array.isArray(t) ? t : [t];
 }
 
@@ -777,11 +777,11 @@ function scoreBatch(tasks: OutputTask[], y: Tensors, pred: Tensors): Score {
 }
 
 /** Seed for batch `b` of point `p` of attack `a`, from the user seed. */
-function pointSeed(seed: number, a: number, p: number, b: number): number {
+export function pointSeed(seed: number, a: number, p: number, b: number): number {
   return (((seed * 1000003) ^ (a * 7919 + p * 104729 + b * 1299709)) >>> 0) % 2147483647;
 }
 
-function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string): void {
+export function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string): void {
   if (!(model instanceof tfl.LayersModel)) throw new Error(`${who}: model must be a tfjs-layers LayersModel (tf.sequential / tf.model).`);
   if (!listOf(x).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: x must be a tf.Tensor (or a list of tensors, one per model input); got ${describeValue(x)}.`);
   if (!listOf(y).every((t) => t instanceof tf.Tensor)) throw new Error(`${who}: y must be a tf.Tensor (or a list of tensors, one per model output); got ${describeValue(y)}.`);
@@ -796,7 +796,7 @@ function checkInputs(model: tfl.LayersModel, x: Tensors, y: Tensors, who: string
 }
 
 /** Rows of predictions `[B, ...]` holding a NaN or ±Infinity (1 = non-finite). */
-function nonFiniteRows(pred: Tensors): Uint8Array {
+export function nonFiniteRows(pred: Tensors): Uint8Array {
   const ps = listOf(pred);
   const t = tf.tidy(() => {
     const flags = ps.map((p) => tf.any(tf.logicalNot(tf.isFinite(tf.reshape(p, [p.shape[0], -1]))), 1));
