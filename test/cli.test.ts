@@ -97,6 +97,7 @@ describe('CLI', () => {
       [['train', '--input-penalty', '{"kind":"linf"}'], /--input-penalty.*epsilon/],
       [['eval', 'x', '--attacks', 'pgd,cw'], /--attacks.*cw/s],
       [['eval', 'x', '--epsilons', '0,-1'], /--epsilons/],
+      [['eval', 'x', '--quant-bits', '8,0'], /--quant-bits.*integers from 1 to 16/s],
       [['eval'], /missing required argument 'model'/],
       [['report'], /missing required argument 'runs'/],
       [['eval', join(tmp, 'nowhere')], /no such file or directory/],
@@ -126,7 +127,8 @@ describe('CLI', () => {
     assert.ok(meta.history[1].val_pgd_acc >= 0 && meta.history[1].val_acc >= 0);
 
     const e = cli(['eval', run, '--limit', '40', '--epsilons', '0,0.1', '--pgd-steps', '3', '--deep-iterations', '2', '--layer-profile', '0.1',
-      '--convergence-examples', '8', '--convergence-evals', '6', '--backend', 'cpu', '--progress', 'off', '--batch-size', '20']);
+      '--convergence-examples', '8', '--convergence-evals', '6', '--backend', 'cpu', '--progress', 'off', '--batch-size', '20',
+      '--activation-noise', '0,0.5', '--quant-bits', '2', '--perturbation-draws', '2']);
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /robust accuracy, L∞/);
     assert.match(e.stdout, /worst case \(L∞\)/);
@@ -135,6 +137,20 @@ describe('CLI', () => {
     assert.deepEqual(ev.result.attacks.map((a: {name: string}) => a.name), ['FGSM', 'PGD-3 L∞', 'Deep threat (input + hidden layers)']);
     assert.equal(ev.result.layerProfile.layers.length, 3, 'input + two hidden disturbances of the MLP');
     assert.ok(existsSync(join(run, 'convergence.json')));
+    const pt = ev.result.perturbations;
+    assert.equal(pt.examples, 40);
+    assert.equal(pt.cleanAccuracy, ev.result.cleanAccuracy);
+    assert.deepEqual(pt.activationNoise.points.map((q: {relativeSigma: number; draws: number}) => [q.relativeSigma, q.draws]), [[0, 2], [0.5, 2]]);
+    assert.equal(pt.activationNoise.points[0].accuracy, pt.cleanAccuracy, 'σ_rel = 0 is the clean accuracy');
+    assert.deepEqual(pt.activationQuantization.points.map((q: {bits: number}) => q.bits), [2]);
+    assert.deepEqual(pt.weightNoise.points.map((q: {relativeSigma: number}) => q.relativeSigma), [0.05, 0.1, 0.2]);
+    assert.equal(pt.activationNoise.sites.length, 2, 'the two hidden disturbances of the MLP (not the input)');
+    assert.match(e.stdout, /random perturbations \(40 examples\)[\s\S]*activation quantisation \(all hidden sites\) +2 bits/);
+    const off = cli(['eval', run, '--attacks', 'fgsm', '--limit', '10', '--epsilons', '0.1', '--no-layer-profile', '--no-convergence', '--no-perturbations',
+      '--backend', 'cpu', '--progress', 'off', '--out', join(tmp, 'no-perturbations')]);
+    assert.equal(off.code, 0, off.stderr);
+    assert.equal(JSON.parse(readFileSync(join(tmp, 'no-perturbations', 'eval.json'), 'utf8')).result.perturbations, undefined);
+    assert.doesNotMatch(off.stdout, /random perturbations/);
 
     const r = cli(['report', run]);
     assert.equal(r.code, 0, r.stderr);

@@ -12,6 +12,7 @@ import {disturbanceLayers, instrument} from 'tfjs-deep-adversarial';
 import {PenaltyConfig} from 'tfjs-deep-adversarial';
 import {ConvergenceResult, solverConvergence} from 'tfjs-deep-adversarial';
 import {evaluateRobustness, RobustnessAttack, RobustnessResult} from 'tfjs-deep-adversarial';
+import {evaluatePerturbations, PerturbationResult} from 'tfjs-deep-adversarial';
 import {loadData, loadModel, pct, readJson, resolveModelDir, table, toModelInput, useBackend} from './common.js';
 import {createProgress} from './progress.js';
 import type {BackendChoice} from 'tfjs-deep-adversarial/node';
@@ -36,6 +37,16 @@ export interface EvalCommandOptions {
   convergence: boolean;
   convergenceExamples: number;
   convergenceEvals: number;
+  /** Robustness to random perturbations of hidden activations and weights (evaluatePerturbations); default true. */
+  perturbations?: boolean;
+  /** σ_rel of the activation noise; default [0.1, 0.25, 0.5]. */
+  activationNoise?: number[];
+  /** Bit widths of the activation quantisation; default [8, 4]. */
+  quantBits?: number[];
+  /** σ_rel of the weight noise; default [0.05, 0.1, 0.2]. */
+  weightNoise?: number[];
+  /** Random draws per noise level; default 5. */
+  perturbationDraws?: number;
   seed: number;
   backend: BackendChoice;
   data?: string;
@@ -52,7 +63,8 @@ export interface EvalFile {
   backend: string;
   data: {source: string; split: 'test'; examples: number};
   options: Omit<EvalCommandOptions, 'target' | 'out' | 'progress' | 'backend'>;
-  result: RobustnessResult;
+  /** The robustness result, plus `perturbations` (evaluatePerturbations) unless `--no-perturbations`. */
+  result: RobustnessResult & {perturbations?: PerturbationResult};
 }
 
 /** What `convergence.json` holds. */
@@ -113,6 +125,21 @@ export function formatResult(r: RobustnessResult): string {
   return lines.join('\n');
 }
 
+/** A small table of a perturbation result: clean, then accuracy (± sd over draws) per perturbation and level. */
+export function formatPerturbations(p: PerturbationResult): string {
+  const sd = (v: number, draws: number) => (draws > 1 ? ` ± ${(100 * v).toFixed(1)}` : '');
+  const rows: string[][] = [['clean', '', pct(p.cleanAccuracy)]];
+  for (const q of p.activationNoise?.points ?? []) rows.push(['activation noise (all hidden sites)', `σ_rel=${q.relativeSigma}`, `${pct(q.accuracy)}${sd(q.sd, q.draws)}`]);
+  for (const q of p.activationQuantization?.points ?? []) rows.push(['activation quantisation (all hidden sites)', `${q.bits} bits`, pct(q.accuracy)]);
+  for (const q of p.weightNoise?.points ?? []) rows.push(['weight noise (kernels, biases)', `σ_rel=${q.relativeSigma}`, `${pct(q.accuracy)}${sd(q.sd, q.draws)}`]);
+  const draws = p.activationNoise?.points[0]?.draws ?? p.weightNoise?.points[0]?.draws;
+  return [
+    table([`random perturbations (${p.examples} examples)`, 'level', 'accuracy'], rows),
+    `  σ of activation noise relative to each hidden site's RMS activation, of weight noise to each tensor's std; ` +
+      `${draws ? `mean ± sd over ${draws} draws; ` : ''}per-tensor asymmetric min–max quantisation, applied layer by layer`,
+  ].join('\n');
+}
+
 /** Runs the `eval` command; returns the paths written. */
 export async function evalCommand(o: EvalCommandOptions, log: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): Promise<{evalPath: string; convergencePath?: string}> {
   const modelDir = resolveModelDir(o.target, 'eval: model');
@@ -163,6 +190,26 @@ export async function evalCommand(o: EvalCommandOptions, log: (s: string) => voi
   } finally {
     progress.stop();
   }
+  let perturbations: PerturbationResult | undefined;
+  if (o.perturbations !== false) {
+    const draws = o.perturbationDraws ?? 5;
+    progress.start('perturbations', 1);
+    try {
+      perturbations = evaluatePerturbations(model, x, test.ys, {
+        activationNoise: {relativeSigmas: o.activationNoise ?? [0.1, 0.25, 0.5], draws},
+        activationQuantization: {bits: o.quantBits ?? [8, 4]},
+        weightNoise: {relativeSigmas: o.weightNoise ?? [0.05, 0.1, 0.2], draws},
+        batchSize: o.batchSize,
+        seed: o.seed,
+        onProgress: (p) => {
+          if (p.done === 1) progress.start('perturbations', p.total);
+          progress.update(p.done, {step: `${p.stage}${p.level !== undefined ? ` ${p.stage === 'activation-quantization' ? `${p.level} bits` : `σ_rel=${p.level}`}` : ''}`});
+        },
+      });
+    } finally {
+      progress.stop();
+    }
+  }
   const file: EvalFile = {
     tool: 'tfjs-deep-adversarial',
     command: 'eval',
@@ -171,7 +218,7 @@ export async function evalCommand(o: EvalCommandOptions, log: (s: string) => voi
     backend,
     data: {source: test.source, split: 'test', examples: test.count},
     options: (({target: _t, out: _o, progress: _p, backend: _b, ...rest}) => rest)(o),
-    result,
+    result: perturbations ? {...result, perturbations} : result,
   };
   const evalPath = join(outDir, 'eval.json');
   await writeFileAtomic(evalPath, JSON.stringify(file, null, 1));
@@ -179,6 +226,10 @@ export async function evalCommand(o: EvalCommandOptions, log: (s: string) => voi
   log(`${run ? `run ${run.name}: ` : ''}clean accuracy ${pct(result.cleanAccuracy)} on ${result.examples} examples (${result.seconds.toFixed(1)} s)`);
   log('');
   log(formatResult(result));
+  if (perturbations) {
+    log(formatPerturbations(perturbations));
+    log('');
+  }
 
   let convergencePath: string | undefined;
   if (o.convergence) {

