@@ -26,6 +26,17 @@
  * evaluations (target ≤ 1.1), peak RSS / plain (target ≤ 1.5), tensors per step (target 0).
  * On wasm (the `auto` choice here) the CNN trains with this package's wasm training kernels
  * (`registerWasmKernels`, registered by `selectBackend`); `--cnn-backend cpu` gives the old cpu figures.
+ *
+ * `--interleave [--baseline <git ref>]`: ONE process, MLP only, the variants interleaved so that load
+ * from other processes hits them alike: each round trains `--mlp-steps` batches of every variant in
+ * turn (each variant keeps its own model across rounds; the first round also runs the warm-up) and
+ * takes the median step time of that round; `--repeat` rounds. Printed: per variant the median over
+ * rounds (min–max), and per round the ratios deep/PGD at equal evaluations and deep/(K+1)·plain, with
+ * their median and range. `--baseline REF` adds `deepK@REF`: the same deep variant run by the
+ * package's source at git REF (extracted to scratch/baseline/<commit>/src and imported next to the
+ * working tree's, sharing one tfjs), the ratio new/old per round, and first a check that both give the
+ * same attack: one `deepAttack` (maxGradientEvaluations K, seed 1) on the first batch, max |ΔJ| and
+ * max |Δd| printed.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -51,6 +62,9 @@ const {values: args} = parseArgs({
     repeat: {type: 'string', default: '2'},
     // internal: run one variant in this process and print its result as JSON
     child: {type: 'string'},
+    // one process, variants interleaved step by step (see the header)
+    interleave: {type: 'boolean', default: false},
+    baseline: {type: 'string'},
   },
 });
 
@@ -158,8 +172,146 @@ function fmt(v: number, d = 2): string {
   return Number.isFinite(v) ? v.toFixed(d) : '—';
 }
 
+/** The parts of the package a variant needs, from the working tree or from a baseline commit. */
+interface Lib {
+  instrument: typeof instrument;
+  adversarialCallback: typeof adversarialCallback;
+  deepAttack: typeof import('../src/attacks/deep.js').deepAttack;
+}
+
+function median(a: number[]): number {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Extracts `src/` of git `ref` under scratch/baseline/<commit>/ (once) and imports the package's parts from there. */
+async function loadBaseline(ref: string): Promise<{lib: Lib; commit: string}> {
+  const root = new URL('..', import.meta.url).pathname;
+  const rev = spawnSync('git', ['rev-parse', '--short', ref], {cwd: root, encoding: 'utf8'});
+  if (rev.status !== 0) throw new Error(`--baseline: git cannot resolve '${ref}': ${rev.stderr}`);
+  const commit = rev.stdout.trim();
+  const dir = `${root}scratch/baseline/${commit}`;
+  const r = spawnSync('sh', ['-c', `test -d "${dir}/src" || (mkdir -p "${dir}" && git archive ${commit} src | tar -x -C "${dir}")`], {cwd: root, encoding: 'utf8'});
+  if (r.status !== 0) throw new Error(`--baseline: extracting ${commit}: ${r.stderr}`);
+  const [inst, cb, deep] = await Promise.all([
+    import(`${dir}/src/model/instrument.ts`),
+    import(`${dir}/src/training/callback.ts`),
+    import(`${dir}/src/attacks/deep.ts`),
+  ]);
+  return {lib: {instrument: inst.instrument, adversarialCallback: cb.adversarialCallback, deepAttack: deep.deepAttack}, commit};
+}
+
+function mlp(): tfl.LayersModel {
+  return tfl.sequential({
+    layers: [
+      tfl.layers.dense({inputShape: [784], units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
+      tfl.layers.dense({units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
+      tfl.layers.dense({units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
+    ],
+  });
+}
+
+const DEEP_THREAT = {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 10}} as const;
+
+async function runInterleaved(): Promise<void> {
+  const sel = await selectBackend({backend: args['mlp-backend'] as 'auto', quiet: true});
+  const batch = int('mlp-batch');
+  const steps = Math.max(2, int('mlp-steps'));
+  const warmup = int('warmup');
+  const rounds = Math.max(1, int('repeat'));
+  const variants = String(args.variants).split(',').filter(Boolean);
+  const own: Lib = {instrument, adversarialCallback, deepAttack: (await import('../src/attacks/deep.js')).deepAttack};
+  const base = args.baseline ? await loadBaseline(String(args.baseline)) : null;
+  const n = batch * (warmup + steps);
+  const data = await loadMnist({split: 'train', limit: n});
+
+  interface Runner {
+    name: string;
+    k: number;
+    round(first: boolean): Promise<number>;
+  }
+  const makeRunner = (variant: string, lib: Lib, name: string): Runner => {
+    const k = Number(variant.replace(/^\D+/, '')) || 0;
+    const isDeep = variant.startsWith('deep');
+    const net = isDeep ? lib.instrument(mlp(), DEEP_THREAT as never) : mlp();
+    net.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy', metrics: ['accuracy']});
+    let cb: tfl.Callback | null = null;
+    if (variant === 'fgsm') cb = lib.adversarialCallback({method: 'fgsm', epsilon: 0.1, clip: [0, 1], seed: 1});
+    else if (variant.startsWith('pgd')) cb = lib.adversarialCallback({method: 'pgd', epsilon: 0.1, steps: k, clip: [0, 1], seed: 1});
+    else if (isDeep) cb = lib.adversarialCallback({method: 'deep', maxGradientEvaluations: k, maxIterations: 50, seed: 1});
+    else if (variant !== 'plain') throw new Error(`unknown variant ${variant}`);
+    return {
+      name,
+      k,
+      round: async (first) => {
+        const nb = (first ? warmup : 0) + steps;
+        const xs = tf.slice(data.xs, [0, 0], [nb * batch, 784]);
+        const ys = tf.slice(data.ys, [0, 0], [nb * batch, 10]);
+        const times: number[] = [];
+        const timer = new tfl.CustomCallback({onBatchEnd: async () => void times.push(performance.now())});
+        await net.fit(xs, ys, {batchSize: batch, epochs: 1, shuffle: false, verbose: 0, callbacks: (cb ? [cb, timer] : [timer]) as tfl.CustomCallback[]});
+        tf.dispose([xs, ys]);
+        const skip = first ? Math.max(1, warmup) : 1; // the first batch of a fit call includes fit's set-up
+        return median(times.slice(skip).map((t, i) => t - times[skip - 1 + i]));
+      },
+    };
+  };
+  const runners: Runner[] = variants.map((v) => makeRunner(v, own, v));
+  if (base) {
+    for (const v of variants.filter((x) => x.startsWith('deep'))) runners.push(makeRunner(v, base.lib, `${v}@${base.commit}`));
+    // same attack before and after: one deepAttack on the first batch, same weights and seed
+    const x0 = tf.slice(data.xs, [0, 0], [batch, 784]);
+    const y0 = tf.slice(data.ys, [0, 0], [batch, 10]);
+    for (const v of variants.filter((x) => x.startsWith('deep'))) {
+      const k = Number(v.replace(/^\D+/, ''));
+      const res = [own, base.lib].map((lib) => {
+        const net = lib.instrument(mlp(), DEEP_THREAT as never);
+        net.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy'});
+        const r = lib.deepAttack(net, x0, y0, {maxGradientEvaluations: k, seed: 1});
+        const out = {J: r.objective.dataSync(), d: r.disturbances.map((d) => d.dataSync()), evals: r.gradientEvaluations};
+        tf.dispose([r.objective, ...r.disturbances]);
+        return out;
+      });
+      const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+        let m = 0;
+        for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+        return m;
+      };
+      const jScale = Math.max(...Array.from(res[1].J, Math.abs));
+      console.log(
+        `same attack (${v}, batch ${batch}, seed 1): max|ΔJ| = ${maxDiff(res[0].J, res[1].J).toExponential(2)} (max |J| ${jScale.toFixed(3)}), ` +
+          `max|Δd| per layer = ${res[0].d.map((d, i) => maxDiff(d, res[1].d[i]).toExponential(2)).join(', ')}, evals ${res[0].evals} vs ${res[1].evals}`,
+      );
+    }
+    tf.dispose([x0, y0]);
+  }
+
+  const perRound = new Map<string, number[]>(runners.map((r) => [r.name, []]));
+  for (let rd = 0; rd < rounds; rd++) {
+    // rotate the order every round so that no variant always runs right after the same one
+    const order = runners.map((_, i) => runners[(i + rd) % runners.length]);
+    for (const r of order) perRound.get(r.name)!.push(await r.round(rd === 0));
+    process.stderr.write(`[round ${rd + 1}/${rounds}] ${runners.map((r) => `${r.name} ${fmt(perRound.get(r.name)![rd], 1)}`).join(', ')} ms/step\n`);
+  }
+  const spread = (a: number[], d = 2) => `${fmt(median(a), d)} (${fmt(Math.min(...a), d)}–${fmt(Math.max(...a), d)})`;
+  console.log(`\nadversarial training step cost, one process, interleaved (${sel.name}, MNIST MLP 784-256-256-10, batch ${batch}, Adam; ` +
+    `${rounds} rounds of ${steps} steps per variant, ${warmup} warm-up; median over rounds (min–max))\n`);
+  for (const r of runners) console.log(`${pad(r.name, 16)} ${spread(perRound.get(r.name)!, 1)} ms/step`);
+  console.log('');
+  const ratio = (a: string, b: string, scale = 1) => perRound.get(a)!.map((v, i) => v / (scale * perRound.get(b)![i]));
+  for (const r of runners.filter((x) => x.name.startsWith('deep'))) {
+    const pgd = `pgd${r.k}`;
+    if (perRound.has(pgd)) console.log(`${pad(`${r.name} / ${pgd}`, 28)} ${spread(ratio(r.name, pgd))}   (target ≤ 1.10)`);
+    if (perRound.has('plain')) console.log(`${pad(`${r.name} / (${r.k + 1}·plain)`, 28)} ${spread(ratio(r.name, 'plain', r.k + 1))}   (target ≤ 1.15)`);
+    const old = base ? `${r.name}@${base.commit}` : '';
+    if (base && !r.name.includes('@') && perRound.has(old)) console.log(`${pad(`${r.name} / ${old}`, 28)} ${spread(ratio(r.name, old))}   (new / old)`);
+  }
+}
+
 async function main(): Promise<void> {
   if (args.child) return runChild(args.child);
+  if (args.interleave) return runInterleaved();
   const models = String(args.models).split(',').filter(Boolean);
   const variants = String(args.variants).split(',').filter(Boolean);
   const passThrough = ['mlp-backend', 'cnn-backend', 'mlp-batch', 'mlp-steps', 'cnn-batch', 'cnn-steps', 'warmup', 'repeat'].flatMap((k) => [`--${k}`, String(args[k as keyof typeof args])]);
