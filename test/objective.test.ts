@@ -172,7 +172,7 @@ test('a penalty with lambda <= 0 or non-finite is refused with a clear error', a
   assert.equal(validatePenalty({kind: 'quadratic', lambda: 1e-6}, 'x').kind, 'quadratic');
 });
 
-test('linearisedDirection equals linearisedMaximiser(g − ∂ρ/∂d) − d (exactly but for the quadratic closed form), and keeps no tensors', async () => {
+test('linearisedDirection equals linearisedMaximiser(g − ∂ρ/∂d) − d (exactly, or to float32 rounding for the quadratic closed form and the fast-kernel L∞ + box form), and keeps no tensors', async () => {
   const {linearisedDirection, linearisedMaximiser, penaltyGradient} = await import('../src/objective/penalties.js');
   const base = tf.tensor2d([[0, 0.05, 0.5, 0.97, 1, 1.2, -0.1, 0.3]]);
   // d inside, on and outside the ε ball; n = base + d inside and outside the box; g of both signs and 0
@@ -195,8 +195,9 @@ test('linearisedDirection equals linearisedMaximiser(g − ∂ρ/∂d) − d (ex
     const want = tf.tidy(() => tf.sub(linearisedMaximiser(c, tf.sub(g, penaltyGradient(c, d, base)), d, base), d));
     const a = Array.from(got.dataSync());
     const b = Array.from(want.dataSync());
-    if (c.kind === 'quadratic' && !c.box) {
-      // closed form g/(2λ): equal up to float rounding of (g + 2λd)/(2λ) − d
+    if ((c.kind === 'quadratic' && !c.box) || (c.kind === 'linf' && c.box && c.boxLambda === c.lambda)) {
+      // closed form g/(2λ): equal up to float rounding of (g + 2λd)/(2λ) − d; L∞ + box with equal λ:
+      // min/select rewritten with relu/step (rounding of v1 − relu(v1 − k2)/2 vs (v1 + k2)/2)
       a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-6, `${JSON.stringify(c)}[${i}]: ${v} vs ${b[i]}`));
     } else {
       assert.deepEqual(a, b, JSON.stringify(c));

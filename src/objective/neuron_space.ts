@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
-import {PenaltyConfig, penaltyValue} from './penalties.js';
+import {PenaltyConfig, penaltyValue, penaltyValueAnalyticGrad} from './penalties.js';
 
 /** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]` (lists of tensors for a model with several outputs). */
 export type PerExampleLoss = (yTrue: tf.Tensor | tf.Tensor[], yPred: tf.Tensor | tf.Tensor[]) => tf.Tensor1D;
@@ -238,7 +238,10 @@ export function disturbanceObjective(
             if (record && penalties[i].box && !base) {
               throw new Error(`Disturbance layer '${layer.name}' was not reached by the forward pass of model '${model.name}'.`);
             }
-            j = tf.add(j, penaltyValue(penalties[i], ds[i], base));
+            // gradient of ρ analytic (not taped) unless its box uses a recorded layer input,
+            // which depends on the earlier disturbances
+            const constantBase = !penalties[i].box || bases?.[i] != null;
+            j = tf.add(j, constantBase ? penaltyValueAnalyticGrad(penalties[i], ds[i], base) : penaltyValue(penalties[i], ds[i], base));
           });
           return j;
         } finally {

@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverResult} from './types.js';
+import {rowDotsKernel, rowKernelsAvailable, rowsFiniteKernel, selectRowsKernel} from '../kernels/rows.js';
 
 /** Smallest positive divisor used to guard float32 divisions. */
 export const TINY = 1e-30;
@@ -80,8 +81,33 @@ export function normPerRow(t: tf.Tensor): tf.Tensor1D {
  * the 60 BatchMatMuls 368 ms). NaN/Inf in the unselected operand do not leak through.
  */
 export function whereRows(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  if (fusedRowSelect(mask, a, b)) return selectRowsKernel(mask, a, b);
   if (a.rank <= 1) return select(mask, a, b);
   return select(rowMask(mask, a), a, b);
+}
+
+/** The fused row select applies: host backend, no tape, bool mask [B], operands of one shape and dtype. */
+function fusedRowSelect(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor): boolean {
+  return (
+    mask.dtype === 'bool' &&
+    mask.rank === 1 &&
+    a.rank >= 1 &&
+    mask.shape[0] === a.shape[0] &&
+    a.dtype === b.dtype &&
+    tf.util.arraysEqual(a.shape, b.shape) &&
+    rowKernelsAvailable()
+  );
+}
+
+/**
+ * A row-wise select of several pairs of lists by ONE per-example mask: `sel(a, b)[i]` is
+ * `whereRows(mask, a[i], b[i])`. Without the fused kernel, the full-shape mask of each tensor of
+ * `like` is built once and shared by every call.
+ */
+export function rowSelector(mask: tf.Tensor, like: tf.Tensor[]): (a: tf.Tensor[], b: tf.Tensor[]) => tf.Tensor[] {
+  if (like.every((t) => fusedRowSelect(mask, t, t))) return (a, b) => a.map((ai, i) => selectRowsKernel(mask, ai, b[i]));
+  const masks = like.map((t) => rowMask(mask, t));
+  return (a, b) => a.map((ai, i) => select(masks[i], ai, b[i]));
 }
 
 /** The per-example mask [B] (bool) broadcast to the shape of `like` (bool), for {@link select}. */
@@ -111,6 +137,9 @@ export function select(cond: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
 
 /** Per-example dot product over ALL tensors of the lists: Σ_i Σ_{non-batch axes} a_i·b_i → [B]. */
 export function batchDot(as: tf.Tensor[], bs: tf.Tensor[], B: number): tf.Tensor1D {
+  if (as.length > 0 && as.every((a, i) => a.dtype === 'float32' && bs[i].dtype === 'float32' && a.rank >= 1) && rowKernelsAvailable()) {
+    return rowDotsKernel(as, bs);
+  }
   const parts = as.map((a, i) => {
     const prod = tf.mul(a, bs[i]);
     return a.rank <= 1 ? prod : tf.sum(tf.reshape(prod, [B, -1]), 1);
@@ -125,6 +154,7 @@ export function axpy(xs: tf.Tensor[], a: tf.Tensor1D, ps: tf.Tensor[]): tf.Tenso
 
 /** Per-example flag [B] (bool): J_b, its gradient and the point are all finite. */
 export function finitePerExample(J: tf.Tensor1D, grads: tf.Tensor[], xs: tf.Tensor[], B: number): tf.Tensor1D {
+  if (rowKernelsAvailable()) return rowsFiniteKernel([J, ...grads, ...xs]);
   let fin = tf.isFinite(J);
   for (const t of [...grads, ...xs]) {
     const f = tf.isFinite(t);

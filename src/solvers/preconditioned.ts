@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, rowMask, select, TINY} from './batched.js';
+import {axpy, batchDot, checkBatch, rowSelector, select, TINY} from './batched.js';
 import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
 
 /** Options of {@link preconditionedAscent}. */
@@ -107,9 +107,8 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
         restarted = tf.logicalNot(useConj) as tf.Tensor1D;
       }
       const acc = a.accept;
-      // one full-shape mask per tensor, shared by every row-wise select below
-      const masks = xn.map((t) => rowMask(acc, t));
-      const sel = (u: tf.Tensor[], v: tf.Tensor[]) => u.map((ui, i) => select(masks[i], ui, v[i]));
+      // one row-wise selector by the acceptance mask, shared by every select below
+      const sel = rowSelector(acc, xn);
       const big = tf.greater(old.alpha, maxStep);
       const alphaAcc = tf.minimum(tf.maximum(maxStep, old.alpha), tf.mul(grow, old.alpha));
       const alphaRej = select(big, tf.onesLike(old.alpha), tf.mul(shrink, old.alpha));
