@@ -180,6 +180,7 @@ describe('CLI', () => {
     // Axis titles carry units.
     assert.match(html, /ε — L∞ radius \(max change per pixel, intensity scale \[0, 1\]\)/);
     assert.match(html, /batched gradient evaluations \(count\)/);
+    assert.match(html, /<h2>Random perturbations of hidden activations and weights<\/h2>[\s\S]*<th>activation noise σ_rel=0.5<\/th><th>activations 2-bit<\/th>/);
     tf.dispose([]);
   });
 

@@ -11,6 +11,7 @@ import {checkpointDir} from './checkpoint.js';
 import {pct, readJson, UsageError} from './common.js';
 import type {ConvergenceFile, EvalFile} from './eval.js';
 import type {RunMetadata} from './run_metadata.js';
+import type {PerturbationResult} from 'tfjs-deep-adversarial';
 
 /** Options of the `report` command. */
 export interface ReportCommandOptions {
@@ -360,6 +361,37 @@ function summaryTable(runs: Run[]): string {
     .join('')}</tbody></table>`;
 }
 
+/** Per run: clean accuracy and accuracy under random activation noise, activation quantisation and weight noise (eval.json result.perturbations). */
+function perturbationTable(runs: Run[]): string {
+  const withP = runs.filter((r) => r.evalFile?.result.perturbations);
+  if (withP.length === 0) return '';
+  const levels = <T,>(get: (p: PerturbationResult) => T[] | undefined) => [...new Set(withP.flatMap((r) => get(r.evalFile!.result.perturbations!) ?? []))].sort((a, b) => Number(a) - Number(b));
+  const an = levels((p) => p.activationNoise?.points.map((q) => q.relativeSigma));
+  const bits = levels((p) => p.activationQuantization?.points.map((q) => q.bits)).reverse();
+  const wn = levels((p) => p.weightNoise?.points.map((q) => q.relativeSigma));
+  const withSd = (q?: {accuracy: number; sd: number; draws: number}) => (q ? `${pct(q.accuracy)}${q.draws > 1 ? ` ± ${(100 * q.sd).toFixed(1)}` : ''}` : '—');
+  const head = ['run', 'clean', ...an.map((e) => `activation noise σ_rel=${e}`), ...bits.map((b) => `activations ${b}-bit`), ...wn.map((e) => `weight noise σ_rel=${e}`), 'examples'];
+  const rows = withP.map((r) => {
+    const p = r.evalFile!.result.perturbations!;
+    return [
+      basename(r.dir),
+      pct(p.cleanAccuracy),
+      ...an.map((e) => withSd(p.activationNoise?.points.find((q) => q.relativeSigma === e))),
+      ...bits.map((b) => pct(p.activationQuantization?.points.find((q) => q.bits === b)?.accuracy)),
+      ...wn.map((e) => withSd(p.weightNoise?.points.find((q) => q.relativeSigma === e))),
+      String(p.examples),
+    ];
+  });
+  return (
+    '<h2>Random perturbations of hidden activations and weights</h2>\n<p class="meta">Accuracy (mean ± sd over the random draws) with Gaussian noise on every hidden activation ' +
+    '(σ relative to each layer\'s RMS activation; the input is not perturbed), with every hidden activation quantised (per-tensor asymmetric min–max, layer by layer), ' +
+    'and with Gaussian noise on every kernel and bias (σ relative to each tensor\'s std).</p>\n' +
+    `<table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows
+      .map((row) => `<tr>${row.map((c, i) => `<td${i >= 1 ? ' class="num"' : ''}>${esc(c)}</td>`).join('')}</tr>`)
+      .join('')}</tbody></table>`
+  );
+}
+
 const SECTIONS: [string, string][] = [
   ['acc-', 'Robust accuracy vs ε'],
   ['train-', 'Training curves'],
@@ -415,6 +447,7 @@ li.warn { color: #a40000; }
 ${summaryTable(runs)}
 <p class="meta">Headline: AutoAttack (APGD-CE → APGD-T → Square, FAB-T not implemented) where evaluated; the input worst case is per example over every input-space attack run (AutoAttack included); the deep threat, which also disturbs hidden layers, is reported separately and is not part of it.</p>
 ${checksHtml(runs)}
+${perturbationTable(runs)}
 ${parts.join('\n')}
 </body>
 </html>
