@@ -1,18 +1,23 @@
 /**
- * Regenerates every number of docs/RESULTS.md and the committed report:
- * standard vs PGD-AT vs FGSM-RS vs deep adversarial training of an MNIST MLP
- * (784-256-256-10), trained and evaluated with the package's own CLI.
+ * Evidence v2 (issue 13): standard training vs PGD-AT vs FGSM-RS vs deep adversarial training on
+ * MNIST, MLP and small CNN, 3 seeds each, trained and evaluated with the package's own CLI.
  *
- *   npm run experiment                 # full run (≈ 30–40 min on 2 cores, wasm)
- *   npm run experiment -- --quick      # smoke run (tiny subsets, minutes)
- *   npm run experiment -- --jobs 1     # sequential (cleaner wall-time figures)
+ *   npm run experiment                          # everything, resumable (finished runs are reused)
+ *   npm run experiment -- --only mlp-0.1        # one group (mlp-0.1, cnn-0.1, cnn-0.3)
+ *   npm run experiment -- --stage train         # train only (evaluate later with --stage eval)
+ *   npm run experiment -- --render              # only rewrite the tables from the finished runs
+ *   npm run experiment -- --quick --out /tmp/q  # smoke run: tiny subsets, one seed, minutes
  *
- * Each row is one `train` + `eval` pair run as a child process of the CLI
- * (`cli/src/run.ts`); then `report` renders all runs into one HTML file and
- * the table between the `<!-- results:… -->` markers of docs/RESULTS.md is
- * rewritten from the eval.json / run.json files (the prose around it is kept).
+ * Every (group, row, seed) is one run directory `<out>/runs/<group>/<row>/s<seed>` holding the
+ * CLI's `run.json` (training) and `eval.json` (evaluation). A run whose `run.json` says
+ * `complete` is not retrained, one whose `eval.json` exists (with the perturbation results) is not
+ * re-evaluated; an interrupted training continues from its checkpoint (`train --resume`). Runs are
+ * processed in priority order (MLP seed 1 first, then the other MLP seeds, then the CNN), so a
+ * partial run still fills the most important cells. The tables between the `<!-- results:… -->`
+ * markers of docs/RESULTS.md are then rewritten (mean ± sd over the seeds found; cells of runs not
+ * done yet say so) and `report` renders seed 1 of every row into one HTML file per group.
  */
-import {spawn} from 'node:child_process';
+import {spawn, spawnSync} from 'node:child_process';
 import {existsSync, mkdirSync, readFileSync, writeFileSync} from 'node:fs';
 import {cpus, totalmem} from 'node:os';
 import {dirname, join, relative, resolve} from 'node:path';
@@ -21,54 +26,79 @@ import {parseArgs} from 'node:util';
 const {values: flags} = parseArgs({
   options: {
     quick: {type: 'boolean', default: false},
-    jobs: {type: 'string', default: '2'},
+    jobs: {type: 'string', default: '1'},
     out: {type: 'string', default: 'docs/results'},
-    backend: {type: 'string', default: 'auto'},
-    limit: {type: 'string'},
-    epochs: {type: 'string'},
-    'test-limit': {type: 'string'},
-    k: {type: 'string', default: '7'},
-    seed: {type: 'string', default: '1'},
-    reuse: {type: 'boolean', default: false},
+    backend: {type: 'string', default: 'wasm'},
+    only: {type: 'string'},
+    rows: {type: 'string'},
+    seeds: {type: 'string'},
+    stage: {type: 'string', default: 'all'},
+    render: {type: 'boolean', default: false},
     results: {type: 'string', default: 'docs/RESULTS.md'},
   },
 });
 
 const quick = flags.quick;
-const limit = flags.limit ?? (quick ? '512' : '10000');
-const epochs = flags.epochs ?? (quick ? '1' : '3');
-const testLimit = flags['test-limit'] ?? (quick ? '100' : '1000');
-const k = flags.k; // gradient evaluations per step for PGD-AT (steps) and deep AT (budget)
-const seed = flags.seed;
+const K = 7; // gradient evaluations per step for the attack of PGD-AT (steps) and deep AT (budget)
 const outDir = resolve(flags.out);
 const runsDir = join(outDir, 'runs');
-const epsilons = '0,0.05,0.1,0.2,0.3,0.5';
-const l2Epsilons = '0,1,2,3';
-const pgdSteps = quick ? '10' : '40';
-const restarts = quick ? '1' : '2';
+const seeds = (flags.seeds ?? (quick ? '1' : '1,2,3')).split(',').map(Number);
+if (!['all', 'train', 'eval'].includes(flags.stage)) throw new Error(`--stage must be all, train or eval (got ${flags.stage})`);
 
-/** The rows of the experiment: same architecture, optimizer, epochs, seed and data for all. */
-const ROWS: {id: string; label: string; args: string[]}[] = [
-  {id: 'plain', label: 'Standard training', args: ['--method', 'none']},
-  {id: 'pgd-0.1', label: `PGD-AT L∞ ε=0.1 (k=${k})`, args: ['--method', 'pgd', '--epsilon', '0.1', '--steps', k]},
-  {id: 'pgd-0.3', label: `PGD-AT L∞ ε=0.3 (k=${k})`, args: ['--method', 'pgd', '--epsilon', '0.3', '--steps', k]},
-  {id: 'pgd-0.3-warmup', label: `PGD-AT L∞ ε=0.3 (k=${k}, ε warm-up 0 → 0.3 over 2 epochs)`, args: ['--method', 'pgd', '--epsilon', '0.3', '--steps', k, '--warmup', '2']},
-  {id: 'fgsm-rs', label: 'FGSM-RS ε=0.1', args: ['--method', 'fgsm', '--epsilon', '0.1']},
-  {
-    id: 'deep-quad',
-    label: `Deep AT, quadratic (λ=1 all layers, k=${k})`,
-    args: ['--method', 'deep', '--input-penalty', '{"kind":"quadratic","lambda":1,"box":[0,1]}', '--hidden-penalty', '{"kind":"quadratic","lambda":1}', '--max-grad-evals', k, '--max-iterations', '50'],
-  },
-  {
-    id: 'deep-linf',
-    label: `Deep AT, L∞ (input ε=0.1, hidden ε=0.05, k=${k})`,
-    args: ['--method', 'deep', '--input-penalty', '{"kind":"linf","epsilon":0.1,"box":[0,1]}', '--hidden-penalty', '{"kind":"linf","epsilon":0.05}', '--max-grad-evals', k, '--max-iterations', '50'],
-  },
-];
+/** One block of the table: an architecture at one training/evaluation budget ε. */
+interface Group {
+  id: string;
+  title: string;
+  model: 'mlp' | 'cnn';
+  epsilon: number;
+  epochs: number;
+  warmup: number;
+  /** L∞ radii of the evaluation (AutoAttack, PGD, FGSM). */
+  epsilons: number[];
+  testLimit: number;
+  rows: Row[];
+}
+interface Row {
+  id: string;
+  label: string;
+  args: string[];
+}
+
+const quad = (lambda: number, box = false) => JSON.stringify({kind: 'quadratic', lambda, ...(box ? {box: [0, 1]} : {})});
+const linf = (epsilon: number, box = false) => JSON.stringify({kind: 'linf', epsilon, ...(box ? {box: [0, 1]} : {})});
+const deepArgs = (input: string, hidden: string) => ['--method', 'deep', '--input-penalty', input, '--hidden-penalty', hidden, '--max-grad-evals', `${K}`, '--max-iterations', '50'];
+/** Hidden L∞ budgets of the sweep (absolute; the hidden ReLU activations' p99 |a| is ≈ 2–3, see RESULTS). */
+const HIDDEN = [0.01, 0.05, 0.1];
+
+function rowsFor(eps: number, warm: boolean): Row[] {
+  const w = warm ? ' (ε warm-up)' : '';
+  const rows: Row[] = [
+    {id: 'plain', label: 'Standard training', args: ['--method', 'none']},
+    {id: 'pgd', label: `PGD-AT L∞ ε=${eps}, k=${K}${w}`, args: ['--method', 'pgd', '--epsilon', `${eps}`, '--steps', `${K}`]},
+    {id: 'fgsm-rs', label: `FGSM-RS ε=${eps}${w}`, args: ['--method', 'fgsm', '--epsilon', `${eps}`]},
+    {id: 'deep-quad', label: `Deep AT quadratic λ=1 (input and hidden), k=${K}${w}`, args: deepArgs(quad(1, true), quad(1))},
+    ...HIDDEN.map((h) => ({id: `deep-linf-h${h}`, label: `Deep AT input L∞ ε=${eps} + hidden L∞ ε=${h}, k=${K}${w}`, args: deepArgs(linf(eps, true), linf(h))})),
+  ];
+  // At ε = 0.3 only the rows that train against that budget are new (standard training is ε-free).
+  return warm ? rows.filter((r) => r.id === 'pgd' || r.id === 'deep-linf-h0.01') : rows;
+}
+
+const GROUPS: Group[] = quick
+  ? [{id: 'mlp-0.1', title: 'MLP 784-256-256-10, ε = 0.1 (quick)', model: 'mlp', epsilon: 0.1, epochs: 1, warmup: 0, epsilons: [0, 0.1, 0.3], testLimit: 100, rows: rowsFor(0.1, false)}]
+  : [
+      {id: 'mlp-0.1', title: 'MLP 784-256-256-10, ε = 0.1', model: 'mlp', epsilon: 0.1, epochs: 4, warmup: 0, epsilons: [0, 0.05, 0.1, 0.2, 0.3, 0.5], testLimit: 1000, rows: rowsFor(0.1, false)},
+      {id: 'cnn-0.1', title: 'Small CNN, ε = 0.1', model: 'cnn', epsilon: 0.1, epochs: 2, warmup: 0, epsilons: [0, 0.1, 0.2, 0.3, 0.5], testLimit: 1000, rows: rowsFor(0.1, false)},
+      {id: 'cnn-0.3', title: 'Small CNN, ε = 0.3 (linear ε warm-up over the first 2 epochs)', model: 'cnn', epsilon: 0.3, epochs: 4, warmup: 2, epsilons: [0, 0.1, 0.3, 0.5], testLimit: 1000, rows: rowsFor(0.3, true)},
+    ];
+const TRAIN_LIMIT = quick ? 512 : 59000;
+const VAL_LIMIT = quick ? 100 : 1000;
+const PGD_STEPS = quick ? 10 : 40;
+const RESTARTS = quick ? 1 : 2;
+const DEEP_EVALS = 20;
 
 const CLI = ['--import', 'tsx', 'cli/src/run.ts'];
 
-function run(args: string[], logFile: string): Promise<void> {
+function cli(args: string[], logFile: string): Promise<void> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [...CLI, ...args], {stdio: ['ignore', 'pipe', 'pipe']});
     const chunks: Buffer[] = [];
@@ -82,120 +112,224 @@ function run(args: string[], logFile: string): Promise<void> {
   });
 }
 
-async function row(r: (typeof ROWS)[number]): Promise<void> {
-  const dir = join(runsDir, r.id);
-  const done = existsSync(join(dir, 'eval.json'));
-  if (flags.reuse && done) {
-    console.log(`[${r.id}] reused`);
-    return;
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const readJson = (p: string): Json => JSON.parse(readFileSync(p, 'utf8')) as Json;
+const tryJson = (p: string): Json | undefined => (existsSync(p) ? readJson(p) : undefined);
+const runDir = (g: Group, r: Row, seed: number) => join(runsDir, g.id, r.id, `s${seed}`);
+const commit = (() => {
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], {encoding: 'utf8'});
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
+})();
+
+async function job(g: Group, r: Row, seed: number): Promise<void> {
+  const dir = runDir(g, r, seed);
+  const tag = `[${g.id}/${r.id}/s${seed}]`;
+  mkdirSync(dir, {recursive: true});
+  const meta = tryJson(join(dir, 'run.json'));
+  const trained = meta?.status === 'complete';
+  if (!trained && flags.stage !== 'eval') {
+    const t0 = Date.now();
+    console.log(`${tag} train${meta ? ' (resume)' : ''} …`);
+    const common = ['--epochs', `${g.epochs}`, '--backend', flags.backend, '--progress', 'lines', '--out', dir];
+    const args = meta
+      ? ['train', '--resume', ...common]
+      : ['train', '--model', g.model, ...r.args, ...(g.warmup && r.id !== 'plain' ? ['--warmup', `${g.warmup}`] : []), '--limit', `${TRAIN_LIMIT}`, '--val-limit', `${VAL_LIMIT}`, '--batch-size', '64', '--seed', `${seed}`, ...common];
+    await cli(args, join(dir, 'train.log'));
+    writeFileSync(join(dir, 'code.json'), JSON.stringify({commit, trainedAt: new Date().toISOString()}, null, 1));
+    console.log(`${tag} trained in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
   }
-  mkdirSync(runsDir, {recursive: true});
-  const t0 = Date.now();
-  console.log(`[${r.id}] train …`);
-  await run(
-    ['train', '--model', 'mlp', ...r.args, '--epochs', epochs, '--limit', limit, '--batch-size', '64', '--seed', seed, '--backend', flags.backend, '--progress', 'lines', '--out', dir],
-    join(outDir, `${r.id}.train.log`),
-  );
-  console.log(`[${r.id}] eval …`);
-  await run(
-    ['eval', dir, '--attacks', 'fgsm,pgd,pgd-l2,autoattack,deep', '--epsilons', epsilons, '--l2-epsilons', l2Epsilons, '--pgd-steps', pgdSteps, '--restarts', restarts,
-      '--deep-iterations', '10', '--deep-lambda', '1', '--limit', testLimit, '--seed', seed, '--backend', flags.backend, '--progress', 'lines'],
-    join(outDir, `${r.id}.eval.log`),
-  );
-  console.log(`[${r.id}] done in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
+  const ev = tryJson(join(dir, 'eval.json'));
+  const evaluated = ev !== undefined && ev.result?.perturbations !== undefined;
+  if (!evaluated && flags.stage !== 'train' && existsSync(join(dir, 'model', 'model.json'))) {
+    const t0 = Date.now();
+    console.log(`${tag} eval …`);
+    const l2 = g.model === 'mlp' ? '0,1,2' : '0,2';
+    await cli(
+      ['eval', dir, '--attacks', 'fgsm,pgd,pgd-l2,autoattack,deep', '--epsilons', g.epsilons.join(','), '--l2-epsilons', l2, '--pgd-steps', `${PGD_STEPS}`, '--restarts', `${RESTARTS}`,
+        '--deep-iterations', `${DEEP_EVALS}`, '--deep-lambda', '1', '--limit', `${g.testLimit}`, '--seed', '0', '--backend', flags.backend, '--progress', 'lines',
+        ...(seed === seeds[0] ? [] : ['--no-convergence'])],
+      join(dir, 'eval.log'),
+    );
+    console.log(`${tag} evaluated in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
+  }
+}
+
+function selectedGroups(): Group[] {
+  const only = flags.only?.split(',');
+  return GROUPS.filter((g) => !only || only.includes(g.id));
+}
+function selectedRows(g: Group): Row[] {
+  const only = flags.rows?.split(',');
+  return g.rows.filter((r) => !only || only.includes(r.id));
+}
+
+/** Priority order: MLP seed 1, MLP other seeds, then each CNN group seed 1, CNN other seeds. */
+function queue(): [Group, Row, number][] {
+  const q: [Group, Row, number][] = [];
+  for (const g of selectedGroups()) {
+    for (const s of seeds) for (const r of selectedRows(g)) q.push([g, r, s]);
+  }
+  const rank = ([g, , s]: [Group, Row, number]) => (g.model === 'mlp' ? 0 : 10) + (s === seeds[0] ? 0 : 5) + GROUPS.indexOf(g);
+  return q.sort((a, b) => rank(a) - rank(b));
 }
 
 async function pool(jobs: number): Promise<void> {
-  const queue = [...ROWS];
+  const q = queue();
   const failures: Error[] = [];
   await Promise.all(
     Array.from({length: jobs}, async () => {
-      for (let r = queue.shift(); r; r = queue.shift()) await row(r).catch((e: Error) => failures.push(e));
+      for (let j = q.shift(); j; j = q.shift()) await job(...j).catch((e: Error) => { console.error(e.message); failures.push(e); });
     }),
   );
-  if (failures.length) throw new Error(failures.map((e) => e.message).join('\n'));
+  if (failures.length) console.error(`${failures.length} job(s) failed:\n${failures.map((e) => e.message).join('\n')}`);
 }
 
-// ---------------------------------------------------------------- the table
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const readJson = (p: string): Json => JSON.parse(readFileSync(p, 'utf8')) as Json;
-const pct = (v: number | undefined) => (v === undefined ? '–' : (100 * v).toFixed(1));
-
-function point(result: Json, kind: string, norm: string, eps: number): number | undefined {
-  const a = (result.attacks as Json[]).find((x) => x.kind === kind && x.norm === norm);
+// ---------------------------------------------------------------- the tables
+/** mean ± sd (sample sd; "n=1" when a single seed is in) of percentages. */
+function stat(values: (number | undefined)[]): string {
+  const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x)).map((x) => 100 * x);
+  if (v.length === 0) return '–';
+  const m = v.reduce((a, b) => a + b, 0) / v.length;
+  if (v.length === 1) return `${m.toFixed(1)} (n=1)`;
+  const sd = Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1));
+  return `${m.toFixed(1)} ± ${sd.toFixed(1)}`;
+}
+function point(res: Json, kind: string, norm: string, eps: number): number | undefined {
+  const a = (res.attacks as Json[]).find((x) => x.kind === kind && x.norm === norm);
   return (a?.points as Json[] | undefined)?.find((p) => p.epsilon === eps)?.accuracy;
 }
-function masking(result: Json): string {
-  const checks = (result.checks as Json[] | undefined) ?? [];
-  if (checks.length === 0) return '–';
-  const warn = checks.filter((c) => c.status === 'warning').map((c) => c.check as string);
-  return warn.length ? `WARNING: ${warn.join(', ')}` : 'ok';
+function worst(res: Json, eps: number): number | undefined {
+  return (res.worstCase as Json[]).find((w) => w.norm === 'linf' && w.epsilon === eps)?.accuracy;
 }
-function worst(result: Json, norm: string, eps: number): number | undefined {
-  return (result.worstCase as Json[]).find((w) => w.norm === norm && w.epsilon === eps)?.accuracy;
+/** Accuracy of the per-layer profile at ε_rel = 0.25: input site, and the weakest hidden site. */
+function profile(res: Json): {input?: number; hidden?: number} {
+  const layers = (res.layerProfile?.layers as Json[] | undefined) ?? [];
+  const at = (l: Json) => (l.points as Json[]).find((p) => p.relativeEpsilon === 0.25)?.accuracy as number | undefined;
+  const hidden = layers.filter((l) => !l.isInput).map(at).filter((x): x is number => x !== undefined);
+  return {input: at(layers.find((l) => l.isInput) ?? {points: []}), hidden: hidden.length ? Math.min(...hidden) : undefined};
+}
+function perturbation(res: Json, part: string, key: string, value: number): number | undefined {
+  return (res.perturbations?.[part]?.points as Json[] | undefined)?.find((p) => p[key] === value)?.accuracy;
 }
 
-function table(): string {
-  const lines: string[] = [];
-  const header = [
-    'model', 'clean', 'AutoAttack ε=0.1 (headline)', 'PGD ε=0.05', 'PGD ε=0.1', 'PGD ε=0.2', 'PGD ε=0.3', 'PGD ε=0.5 (sanity)', 'PGD-L2 ε=2', 'input worst case L∞ ε=0.1', 'input worst case L∞ ε=0.3',
-    'deep threat ε=0.1 (input + hidden layers)', 'gradient-masking checks', 'weakest layer (acc. at ε_rel=0.25)', 's/epoch', 'grad evals/step',
-  ];
-  lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`);
+interface Done {
+  seed: number;
+  res: Json;
+  meta: Json;
+}
+function finished(g: Group, r: Row): Done[] {
+  const out: Done[] = [];
+  for (const seed of seeds) {
+    const dir = runDir(g, r, seed);
+    const ev = tryJson(join(dir, 'eval.json'));
+    const meta = tryJson(join(dir, 'run.json'));
+    if (ev && meta) out.push({seed, res: ev.result as Json, meta});
+  }
+  return out;
+}
+function secondsPerEpoch(meta: Json): number | undefined {
+  const s = (meta.history as Json[]).map((h) => h.seconds as number).filter((x) => Number.isFinite(x));
+  return s.length ? s.reduce((a, b) => a + b, 0) / s.length : undefined;
+}
+function evalsPerStep(meta: Json): string {
+  const o = meta.options as Json;
+  if (o.method === 'none') return '1';
+  if (o.method === 'fgsm') return '2';
+  if (o.method === 'pgd') return `${Number(o.steps) + 1}`;
+  const e = (meta.history as Json[]).at(-1)?.adv_grad_evals;
+  return e === undefined ? '–' : (Number(e) + 1).toFixed(1);
+}
+function maskingSummary(done: Done[]): string {
+  const warn = new Set<string>();
+  let ran = 0;
+  for (const d of done) {
+    const checks = (d.res.checks as Json[] | undefined) ?? [];
+    if (checks.length) ran++;
+    for (const c of checks) if (c.status === 'warning') warn.add(c.check as string);
+  }
+  if (!ran) return '–';
+  return warn.size ? `WARNING: ${[...warn].join(', ')}` : `ok (${ran}/${done.length})`;
+}
+const mean = (v: (number | undefined)[]) => {
+  const f = v.filter((x): x is number => x !== undefined);
+  return f.length ? f.reduce((a, b) => a + b, 0) / f.length : undefined;
+};
+
+function groupTables(g: Group): string {
+  const e = g.epsilon;
+  const headA = ['training', 'seeds', 'clean', `AutoAttack ε=${e} (headline)`, ...(g.epsilon !== 0.3 ? [`AutoAttack ε=0.3`] : []), `input worst case ε=${e}`, 'PGD-L2 ε=2', `deep threat ε=${e}`, 'gradient-masking checks', 's/epoch', 'grad evals/step'];
+  const headB = ['training', 'per-layer: input (ε_rel=0.25)', 'per-layer: weakest hidden (ε_rel=0.25)', 'act. noise σ_rel=0.25', 'act. noise σ_rel=0.5', 'act. int8', 'act. int4', 'weight noise σ_rel=0.1', 'weight noise σ_rel=0.2'];
+  const a = [`| ${headA.join(' | ')} |`, `|${headA.map(() => '---').join('|')}|`];
+  const b = [`| ${headB.join(' | ')} |`, `|${headB.map(() => '---').join('|')}|`];
   let examples = 0;
-  let backend = '';
-  for (const r of ROWS) {
-    const dir = join(runsDir, r.id);
-    if (!existsSync(join(dir, 'eval.json'))) {
-      lines.push(`| ${r.label} | (not run) |`);
+  for (const r of g.rows) {
+    const done = finished(g, r);
+    if (done.length === 0) {
+      a.push(`| ${r.label} | 0 | (not run yet) |`);
+      b.push(`| ${r.label} | (not run yet) |`);
       continue;
     }
-    const ev = readJson(join(dir, 'eval.json'));
-    const runMeta = readJson(join(dir, 'run.json'));
-    const res = ev.result as Json;
-    examples = res.examples as number;
-    backend = `${runMeta.backend} (train), ${ev.backend} (eval)`;
-    const profile = res.layerProfile as Json | undefined;
-    let weakest = '–';
-    if (profile) {
-      const at = (l: Json) => (l.points as Json[]).find((p) => p.relativeEpsilon === 0.25)?.accuracy as number | undefined;
-      const layers = (profile.layers as Json[]).filter((l) => at(l) !== undefined);
-      const w = layers.reduce<Json | null>((m, l) => (m === null || (at(l) as number) < (at(m) as number) ? l : m), null);
-      if (w) weakest = `${w.isInput ? 'input' : `hidden ${w.index}`}: ${pct(at(w))}`;
-    }
-    const hist = runMeta.history as Json[];
-    const secs = hist.map((h) => h.seconds as number).filter((s) => Number.isFinite(s));
-    const perEpoch = secs.length ? (secs.reduce((a, b) => a + b, 0) / secs.length).toFixed(0) : '–';
-    const method = runMeta.options.method as string;
-    const evals = method === 'none' ? '1' : method === 'fgsm' ? '2' : method === 'pgd' ? `${Number(runMeta.options.steps) + 1}` : `${hist.at(-1)?.adv_grad_evals !== undefined ? (Number(hist.at(-1)?.adv_grad_evals) + 1).toFixed(1) : '–'}`;
-    lines.push(
-      `| ${r.label} | ${pct(res.cleanAccuracy)} | ${pct(point(res, 'autoattack', 'linf', 0.1))} | ${pct(point(res, 'pgd', 'linf', 0.05))} | ${pct(point(res, 'pgd', 'linf', 0.1))} | ${pct(point(res, 'pgd', 'linf', 0.2))} | ` +
-        `${pct(point(res, 'pgd', 'linf', 0.3))} | ${pct(point(res, 'pgd', 'linf', 0.5))} | ${pct(point(res, 'pgd', 'l2', 2))} | ${pct(worst(res, 'linf', 0.1))} | ` +
-        `${pct(worst(res, 'linf', 0.3))} | ${pct(point(res, 'deep', 'linf', 0.1))} | ${masking(res)} | ${weakest} | ${perEpoch} | ${evals} |`,
+    examples = done[0].res.examples as number;
+    const col = (f: (res: Json) => number | undefined) => stat(done.map((d) => f(d.res)));
+    const sec = mean(done.map((d) => secondsPerEpoch(d.meta)));
+    a.push(
+      `| ${r.label} | ${done.map((d) => d.seed).join(',')} | ${col((x) => x.cleanAccuracy)} | ${col((x) => point(x, 'autoattack', 'linf', e))} | ` +
+        `${g.epsilon !== 0.3 ? `${col((x) => point(x, 'autoattack', 'linf', 0.3))} | ` : ''}${col((x) => worst(x, e))} | ${col((x) => point(x, 'pgd', 'l2', 2))} | ` +
+        `${col((x) => point(x, 'deep', 'linf', e))} | ${maskingSummary(done)} | ${sec === undefined ? '–' : sec.toFixed(0)} | ${evalsPerStep(done[0].meta)} |`,
+    );
+    b.push(
+      `| ${r.label} | ${col((x) => profile(x).input)} | ${col((x) => profile(x).hidden)} | ${col((x) => perturbation(x, 'activationNoise', 'relativeSigma', 0.25))} | ` +
+        `${col((x) => perturbation(x, 'activationNoise', 'relativeSigma', 0.5))} | ${col((x) => perturbation(x, 'activationQuantization', 'bits', 8))} | ` +
+        `${col((x) => perturbation(x, 'activationQuantization', 'bits', 4))} | ${col((x) => perturbation(x, 'weightNoise', 'relativeSigma', 0.1))} | ${col((x) => perturbation(x, 'weightNoise', 'relativeSigma', 0.2))} |`,
     );
   }
-  lines.push(
+  return [
+    `### ${g.title}`,
     '',
-    `Accuracies in % on the first ${examples} MNIST test images; backend ${backend}. PGD: ${pgdSteps} steps, ${restarts} random restart(s), ` +
-      `step 2.5ε/${pgdSteps}, inside [0, 1]. AutoAttack: the standard cascade APGD-CE → APGD-T (9 targets) → Square 5000 (FAB-T not implemented). ` +
-      `Input worst case: per example over FGSM, PGD and AutoAttack (L∞ input attacks; the deep threat excluded). ` +
-      `Gradient-masking checks: Square breaking what the gradient attacks did not, FGSM beating an iterative attack, accuracy above 2 % at ε = 0.5 (see README). ` +
-      `Deep threat (the deep attack, which also disturbs hidden layers): CG on eq. 11, 10 iterations, ` +
-      `input L∞ ε=0.1 plus hidden quadratic λ=1 on every layer (same threat for every model; plain models instrumented on the fly). ` +
-      `Weakest layer: per-layer profile, one layer disturbed at a time with L2 radius 0.25 × its mean clean activation norm. ` +
-      `Gradient evaluations per step include the weight update (PGD-k: k + 1; deep: measured mean attack evaluations + 1). ` +
-      `Training: ${limit} images, ${epochs} epochs, batch 64, Adam 1e-3, seed ${seed}.`,
-  );
-  return lines.join('\n');
+    `Training: ${TRAIN_LIMIT} images (the next ${VAL_LIMIT} for validation), ${g.epochs} epochs${g.warmup ? ` (attack strength warmed up linearly over ${g.warmup})` : ''}, batch 64, Adam 1e-3; ` +
+      `accuracies in % (mean ± sample sd over the seeds listed) on the first ${examples || g.testLimit} MNIST test images.`,
+    '',
+    ...a,
+    '',
+    'Hidden-layer perturbations (the same runs):',
+    '',
+    ...b,
+  ].join('\n');
 }
 
-function writeResults(): void {
+function footnotes(): string {
+  return [
+    `AutoAttack: the standard cascade APGD-CE → APGD-T (9 targets) → Square 5000 (FAB-T not implemented), L∞ inside [0, 1]. ` +
+      `Input worst case: per example over FGSM, PGD-${PGD_STEPS} (${RESTARTS} restarts, CE and the eval defaults) and AutoAttack. PGD-L2: PGD-${PGD_STEPS} at L2 radius 2. ` +
+      `Deep threat: the deep attack (default solver, ${DEEP_EVALS} gradient evaluations) with the input L∞ budget ε inside [0, 1] plus a quadratic penalty λ = 1 on every hidden layer — the same threat for every model, plain models instrumented on the fly. ` +
+      `Gradient-masking checks: Square breaking what the gradient attacks did not, FGSM beating an iterative attack, accuracy above 2 % at ε = 0.5 (see README); "ok (n/m)" = checks ran and passed on n of m seeds. ` +
+      `Per-layer profile: one site disturbed at a time (deep attack, L2 radius ε_rel × the site's mean clean activation norm). ` +
+      `Activation noise: Gaussian noise on every hidden activation at once, σ = σ_rel × the layer's RMS activation (mean over 5 draws). Activation int8/int4: per-tensor asymmetric min–max quantisation of every hidden activation, sequentially. ` +
+      `Weight noise: every weight tensor w ← w + σ_rel·std(w)·N(0, 1) (mean over 5 draws). ` +
+      `Gradient evaluations per step include the weight update (PGD-k: k + 1; FGSM-RS: 2; deep: the solver's measured mean + 1). s/epoch: wall time per epoch on the 2-core machine, one run at a time but with other work on the second core.`,
+  ].join('\n');
+}
+
+function render(): void {
   const path = resolve(flags.results);
   mkdirSync(dirname(path), {recursive: true});
   const begin = '<!-- results:begin (generated by `npm run experiment`) -->';
   const end = '<!-- results:end -->';
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
-  const generated = `${begin}\n\nMachine: ${machine}. Command: \`npm run experiment${quick ? ' -- --quick' : ''}\`.\n\n${table()}\n\n${end}`;
+  const commits = new Set<string>();
+  for (const g of GROUPS) for (const r of g.rows) for (const s of seeds) {
+    const c = tryJson(join(runDir(g, r, s), 'code.json'));
+    if (c) commits.add(c.commit as string);
+  }
+  const body = [
+    `Machine: ${machine}. Command: \`npm run experiment${quick ? ' -- --quick' : ''}\` (resumable; see scripts/experiment.ts). Backend: ${flags.backend}. ` +
+      `Trained at package commit(s): ${[...commits].join(', ') || '–'}.`,
+    '',
+    ...GROUPS.map(groupTables),
+    '',
+    footnotes(),
+  ].join('\n\n');
+  const generated = `${begin}\n\n${body}\n\n${end}`;
   const current = existsSync(path) ? readFileSync(path, 'utf8') : `# Results\n\n${begin}\n${end}\n`;
   const i = current.indexOf(begin);
   const j = current.indexOf(end);
@@ -204,10 +338,19 @@ function writeResults(): void {
   console.log(`wrote ${relative(process.cwd(), path)}`);
 }
 
+async function reports(): Promise<void> {
+  for (const g of selectedGroups()) {
+    const dirs = g.rows.map((r) => runDir(g, r, seeds[0])).filter((d) => existsSync(join(d, 'eval.json')) && existsSync(join(d, 'model', 'model.json')));
+    if (dirs.length === 0) continue;
+    const file = join(outDir, `report-${g.id}.html`);
+    await cli(['report', ...dirs, '--out', file, '--title', `${g.title} — seed ${seeds[0]}`], join(outDir, `report-${g.id}.log`));
+    console.log(`wrote ${relative(process.cwd(), file)}`);
+  }
+}
+
 const t0 = Date.now();
 mkdirSync(outDir, {recursive: true});
-await pool(Math.max(1, Number(flags.jobs)));
-await run(['report', ...ROWS.map((r) => join(runsDir, r.id)), '--out', join(outDir, 'report.html'), '--title', 'Standard vs PGD-AT vs deep adversarial training — MNIST MLP'], join(outDir, 'report.log'));
-console.log(`wrote ${relative(process.cwd(), join(outDir, 'report.html'))}`);
-writeResults();
+if (!flags.render) await pool(Math.max(1, Number(flags.jobs)));
+if (flags.stage !== 'train') await reports().catch((e: Error) => console.error(`report: ${e.message}`));
+render();
 console.log(`experiment finished in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
