@@ -140,7 +140,8 @@ async function job(g: Group, r: Row, seed: number): Promise<void> {
   }
   const ev = tryJson(join(dir, 'eval.json'));
   const evaluated = ev !== undefined && ev.result?.perturbations !== undefined;
-  if (!evaluated && flags.stage !== 'train' && existsSync(join(dir, 'model', 'model.json'))) {
+  const ready = tryJson(join(dir, 'run.json'))?.status === 'complete' && existsSync(join(dir, 'model', 'model.json'));
+  if (!evaluated && flags.stage !== 'train' && ready) {
     const t0 = Date.now();
     console.log(`${tag} eval …`);
     const l2 = '2';
