@@ -148,7 +148,7 @@ async function job(g: Group, r: Row, seed: number): Promise<void> {
     await cli(
       ['eval', dir, '--attacks', 'fgsm,pgd,pgd-l2,autoattack,deep', '--epsilons', g.epsilons.join(','), '--l2-epsilons', l2, '--pgd-steps', `${PGD_STEPS}`, '--restarts', `${RESTARTS}`,
         '--deep-iterations', `${DEEP_EVALS}`, '--deep-lambda', '1', '--limit', `${g.testLimit}`, '--seed', '0', '--backend', flags.backend, '--progress', 'lines',
-        ...(seed === seeds[0] ? [] : ['--no-convergence'])],
+        ...(seed === seeds[0] && !quick ? [] : ['--no-convergence'])],
       join(dir, 'eval.log'),
     );
     console.log(`${tag} evaluated in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
