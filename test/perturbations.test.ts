@@ -139,6 +139,25 @@ describe('evaluatePerturbations', () => {
     assert.ok(Math.abs(r.activationNoise!.points[0].accuracy - expected) < 0.015, `${r.activationNoise!.points[0].accuracy} vs ${expected}`);
   });
 
+  it('a model instrumented with an input disturbance only: the hidden sites come from a view, the input stays unperturbed', () => {
+    const inputOnly = instrument(linearChain(), {input: {kind: 'linf', epsilon: 0.1}, hidden: null});
+    assert.equal(disturbanceLayers(inputOnly).length, 1);
+    const n = 1000;
+    const x = tf.tensor2d(Array.from({length: n}, (_, i) => (i % 2 === 0 ? 1 : 3)), [n, 1]);
+    const y = tf.ones([n, 1]);
+    const tensors = tf.memory().numTensors;
+    const r = evaluatePerturbations(inputOnly, x, y, {activationNoise: {relativeSigmas: [0.5], draws: 10}, activationQuantization: false, weightNoise: false});
+    assert.equal(tf.memory().numTensors, tensors);
+    tf.dispose([x, y]);
+    assert.equal(r.instrumented, true);
+    assert.equal(r.activationNoise!.sites.length, 2);
+    assert.ok(Math.abs(r.activationNoise!.sites[0].rms - Math.sqrt(5)) < 1e-5);
+    const s = 0.5 * Math.sqrt(10);
+    const expected = (phi(0.5 / s) + phi(2.5 / s)) / 2;
+    assert.ok(Math.abs(r.activationNoise!.points[0].accuracy - expected) < 0.015, `${r.activationNoise!.points[0].accuracy} vs ${expected}`);
+    assert.equal(disturbanceLayers(inputOnly).length, 1, 'the model itself is not changed');
+  });
+
   it('σ_rel = 0 gives the clean accuracy exactly (activations and weights), and the clean accuracy is model.predict’s', () => {
     const model = mlp();
     const n = 200;
@@ -318,6 +337,33 @@ describe('evaluatePerturbations', () => {
     assert.throws(() => evaluatePerturbations(reg, x, yr, {}), /output\(s\) 'dense_Dense\d+' of model '.*' have a regression loss/);
     assert.equal(tf.memory().numTensors, withReg);
     tf.dispose([x, y, yr]);
+  });
+
+  it('a small CNN (conv → pool sites of rank 4): every part runs, σ_rel = 0 is clean, 16-bit quantisation keeps the predictions', () => {
+    const model = tfl.sequential({
+      layers: [
+        tfl.layers.conv2d({inputShape: [8, 8, 1], filters: 3, kernelSize: 3, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
+        tfl.layers.maxPooling2d({poolSize: 2}),
+        tfl.layers.flatten(),
+        tfl.layers.dense({units: 4, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
+      ],
+    });
+    model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+    const x = tf.tensor4d(rand(24 * 64, 9, 0, 1), [24, 8, 8, 1]);
+    const pred = model.predict(x) as tf.Tensor;
+    const y = tf.tidy(() => tf.cast(tf.oneHot(tf.argMax(pred, -1) as tf.Tensor1D, 4), 'float32'));
+    pred.dispose();
+    const tensors = tf.memory().numTensors;
+    const r = evaluatePerturbations(model, x, y, {activationNoise: {relativeSigmas: [0, 1], draws: 2}, activationQuantization: {bits: [16, 1]}, weightNoise: {relativeSigmas: [0], draws: 1}, batchSize: 10});
+    assert.equal(tf.memory().numTensors, tensors);
+    tf.dispose([x, y]);
+    assert.equal(r.cleanAccuracy, 1);
+    assert.deepEqual(r.activationNoise!.sites.map((s) => s.name.split('_')[0]), ['max']); // after the pool (conv → pool is one block)
+    assert.equal(r.activationNoise!.points[0].accuracy, 1);
+    assert.equal(r.activationQuantization!.points[0].accuracy, 1);
+    assert.ok(r.activationQuantization!.points[1].accuracy < 1, '1-bit activations should change some prediction');
+    assert.equal(r.weightNoise!.points[0].accuracy, 1);
+    assert.deepEqual(r.weightNoise!.tensors.map((t) => t.name.split('/')[1]), ['kernel', 'bias', 'kernel', 'bias']);
   });
 
   it('leaks no tensor, over repeated calls and on errors thrown in every stage', () => {
