@@ -289,6 +289,13 @@ describe('evaluatePerturbations', () => {
     assert.notDeepEqual(a.activationNoise!.points, c.activationNoise!.points);
     assert.notDeepEqual(a.weightNoise!.points, c.weightNoise!.points);
     assert.deepEqual(a.activationQuantization, c.activationQuantization);
+    // Common random numbers: a level's result does not depend on the other levels listed.
+    const x2 = tf.tensor2d(mlpData(60));
+    const y2 = oneHot(Array.from({length: 60}, (_, i) => i % 3), 3);
+    const one = evaluatePerturbations(model, x2, y2, {...o, activationNoise: {relativeSigmas: [0.1, 0.5], draws: 3}, weightNoise: {relativeSigmas: [0.5, 0.05], draws: 3}, seed: 1});
+    tf.dispose([x2, y2]);
+    assert.deepEqual(one.activationNoise!.points[1], a.activationNoise!.points[0]);
+    assert.deepEqual(one.weightNoise!.points[0], a.weightNoise!.points[0]);
   });
 
   it('defaults, switched-off parts and the result shape', () => {

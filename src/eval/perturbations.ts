@@ -60,7 +60,11 @@ export interface PerturbationOptions {
   weightNoise?: boolean | NoisePerturbationOptions;
   /** Examples per batch; default 256. */
   batchSize?: number;
-  /** Seed of all noise draws (same seed and batch size → identical results); default 0. */
+  /**
+   * Seed of all noise draws (same seed and batch size → identical results); default 0. Draw d uses the
+   * same standard normal numbers at every σ_rel (common random numbers), so a level's result does not
+   * depend on which other levels are listed.
+   */
   seed?: number;
   /**
    * Loss used only to tell classification from regression outputs of an uncompiled model
@@ -131,7 +135,7 @@ const DEFAULT_DRAWS = 5;
 
 const ACTIVATION_NOISE_RULE =
   'every hidden activation site at once (input excluded): a_ℓ + σ_ℓ·N(0, 1) elementwise, σ_ℓ = σ_rel · RMS of the clean a_ℓ ' +
-  'over the evaluated examples; fresh noise per draw and batch';
+  'over the evaluated examples; fresh noise per draw and batch, the same N(0, 1) numbers at every σ_rel of a draw';
 const QUANTIZATION_SCHEME =
   'per-tensor asymmetric min–max uniform quantisation of every hidden activation site (input excluded), static ranges: ' +
   '[lo, hi] = [min(0, min a_ℓ), max(0, max a_ℓ)] of the clean float activation over the evaluated examples, ' +
@@ -140,7 +144,7 @@ const QUANTIZATION_SCHEME =
 const WEIGHT_NOISE_RULE =
   'every kernel and bias tensor w (names ending in kernel or bias; not BatchNorm/embedding weights) at once: ' +
   'w + σ_rel · std(w) · N(0, 1) elementwise, std over that tensor (population); one draw = one perturbed network ' +
-  'evaluated on every example; weights restored bit-identically afterwards';
+  'evaluated on every example (the same N(0, 1) numbers at every σ_rel of a draw); weights restored bit-identically afterwards';
 
 function checkList(v: unknown, what: string, check: (e: number) => boolean, rule: string): number[] {
   if (!Array.isArray(v) || v.length === 0) throw new Error(`${WHO}: ${what} must be a non-empty array of ${rule}; got ${describeValue(v)}.`);
@@ -390,12 +394,12 @@ export function evaluatePerturbations(model: tfl.LayersModel, x: Tensors, y: Ten
 
   // Activation noise: all hidden sites at once, in `add` mode.
   if (actNoise) {
-    const points = actNoise.sigmas.map((rel, k) => {
+    const points = actNoise.sigmas.map((rel) => {
       const accs: number[] = [];
       for (let d = 0; d < actNoise.draws; d++) {
         let correct = 0;
         eachBatch((xb, yb, _start, size, b) => {
-          const noise = shapes.map((s, l) => tf.randomNormal([size, ...s], 0, rel * rms[l], 'float32', pointSeed(seed, 1000 + l, k * 10007 + d, b)));
+          const noise = shapes.map((s, l) => tf.randomNormal([size, ...s], 0, rel * rms[l], 'float32', pointSeed(seed, 1000 + l, d, b)));
           try {
             const pred = withModes(layers, 'add', noise, () => view.apply(xb, {training: false}) as Tensors);
             try {
@@ -462,12 +466,12 @@ export function evaluatePerturbations(model: tfl.LayersModel, x: Tensors, y: Ten
     );
     const originals = variables.map((v) => tf.clone(v));
     try {
-      const points = weightNoise.sigmas.map((rel, k) => {
+      const points = weightNoise.sigmas.map((rel) => {
         const accs: number[] = [];
         for (let d = 0; d < weightNoise.draws; d++) {
           try {
             variables.forEach((v, i) => {
-              const noisy = tf.tidy(() => tf.add(originals[i], tf.randomNormal(v.shape, 0, rel * stds[i], 'float32', pointSeed(seed, 2000 + i, k * 10007 + d, 0))));
+              const noisy = tf.tidy(() => tf.add(originals[i], tf.randomNormal(v.shape, 0, rel * stds[i], 'float32', pointSeed(seed, 2000 + i, d, 0))));
               v.assign(noisy);
               noisy.dispose();
             });
