@@ -229,7 +229,8 @@ async function runInterleaved(): Promise<void> {
   interface Runner {
     name: string;
     k: number;
-    round(first: boolean): Promise<number>;
+    /** median wall and process-CPU ms per step of one round */
+    round(first: boolean): Promise<{wall: number; cpu: number}>;
   }
   const makeRunner = (variant: string, lib: Lib, name: string): Runner => {
     const k = Number(variant.replace(/^\D+/, '')) || 0;
@@ -249,11 +250,19 @@ async function runInterleaved(): Promise<void> {
         const xs = tf.slice(data.xs, [0, 0], [nb * batch, 784]);
         const ys = tf.slice(data.ys, [0, 0], [nb * batch, 10]);
         const times: number[] = [];
-        const timer = new tfl.CustomCallback({onBatchEnd: async () => void times.push(performance.now())});
+        const cpu: number[] = [];
+        const timer = new tfl.CustomCallback({
+          onBatchEnd: async () => {
+            times.push(performance.now());
+            const c = process.cpuUsage();
+            cpu.push((c.user + c.system) / 1000);
+          },
+        });
         await net.fit(xs, ys, {batchSize: batch, epochs: 1, shuffle: false, verbose: 0, callbacks: (cb ? [cb, timer] : [timer]) as tfl.CustomCallback[]});
         tf.dispose([xs, ys]);
         const skip = first ? Math.max(1, warmup) : 1; // the first batch of a fit call includes fit's set-up
-        return median(times.slice(skip).map((t, i) => t - times[skip - 1 + i]));
+        const per = (a: number[]) => median(a.slice(skip).map((t, i) => t - a[skip - 1 + i]));
+        return {wall: per(times), cpu: per(cpu)};
       },
     };
   };
@@ -288,24 +297,34 @@ async function runInterleaved(): Promise<void> {
   }
 
   const perRound = new Map<string, number[]>(runners.map((r) => [r.name, []]));
+  const cpuRound = new Map<string, number[]>(runners.map((r) => [r.name, []]));
   for (let rd = 0; rd < rounds; rd++) {
     // rotate the order every round so that no variant always runs right after the same one
     const order = runners.map((_, i) => runners[(i + rd) % runners.length]);
-    for (const r of order) perRound.get(r.name)!.push(await r.round(rd === 0));
+    for (const r of order) {
+      const t = await r.round(rd === 0);
+      perRound.get(r.name)!.push(t.wall);
+      cpuRound.get(r.name)!.push(t.cpu);
+    }
     process.stderr.write(`[round ${rd + 1}/${rounds}] ${runners.map((r) => `${r.name} ${fmt(perRound.get(r.name)![rd], 1)}`).join(', ')} ms/step\n`);
   }
   const spread = (a: number[], d = 2) => `${fmt(median(a), d)} (${fmt(Math.min(...a), d)}–${fmt(Math.max(...a), d)})`;
   console.log(`\nadversarial training step cost, one process, interleaved (${sel.name}, MNIST MLP 784-256-256-10, batch ${batch}, Adam; ` +
-    `${rounds} rounds of ${steps} steps per variant, ${warmup} warm-up; median over rounds (min–max))\n`);
-  for (const r of runners) console.log(`${pad(r.name, 16)} ${spread(perRound.get(r.name)!, 1)} ms/step`);
+    `${rounds} rounds of ${steps} steps per variant, ${warmup} warm-up; median over rounds (min–max); ` +
+    `wall time and this process's CPU time (less sensitive to other processes' load))\n`);
+  for (const r of runners) {
+    console.log(`${pad(r.name, 16)} wall ${spread(perRound.get(r.name)!, 1)} ms/step, cpu ${spread(cpuRound.get(r.name)!, 1)} ms/step`);
+  }
   console.log('');
-  const ratio = (a: string, b: string, scale = 1) => perRound.get(a)!.map((v, i) => v / (scale * perRound.get(b)![i]));
+  const ratio = (m: Map<string, number[]>, a: string, b: string, scale = 1) => m.get(a)!.map((v, i) => v / (scale * m.get(b)![i]));
+  const both = (a: string, b: string, scale = 1) =>
+    `wall ${spread(ratio(perRound, a, b, scale))}, cpu ${spread(ratio(cpuRound, a, b, scale))}`;
   for (const r of runners.filter((x) => x.name.startsWith('deep'))) {
     const pgd = `pgd${r.k}`;
-    if (perRound.has(pgd)) console.log(`${pad(`${r.name} / ${pgd}`, 28)} ${spread(ratio(r.name, pgd))}   (target ≤ 1.10)`);
-    if (perRound.has('plain')) console.log(`${pad(`${r.name} / (${r.k + 1}·plain)`, 28)} ${spread(ratio(r.name, 'plain', r.k + 1))}   (target ≤ 1.15)`);
+    if (perRound.has(pgd)) console.log(`${pad(`${r.name} / ${pgd}`, 28)} ${both(r.name, pgd)}   (target ≤ 1.10)`);
+    if (perRound.has('plain')) console.log(`${pad(`${r.name} / (${r.k + 1}·plain)`, 28)} ${both(r.name, 'plain', r.k + 1)}   (target ≤ 1.15)`);
     const old = base ? `${r.name}@${base.commit}` : '';
-    if (base && !r.name.includes('@') && perRound.has(old)) console.log(`${pad(`${r.name} / ${old}`, 28)} ${spread(ratio(r.name, old))}   (new / old)`);
+    if (base && !r.name.includes('@') && perRound.has(old)) console.log(`${pad(`${r.name} / ${old}`, 28)} ${both(r.name, old)}   (new / old)`);
   }
 }
 

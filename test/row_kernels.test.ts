@@ -148,3 +148,4 @@ test('penaltyValueAnalyticGrad: same value as penaltyValue, same gradient as the
   }
   tf.dispose([base, d]);
 });
+

@@ -18,7 +18,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 type TensorInfo = tf.TensorInfo;
-type Arr = Float32Array | Int32Array | Uint8Array;
+export type Arr = Float32Array | Int32Array | Uint8Array;
 
 /** Kernel names (prefixed: they are not tfjs kernels). */
 export const ROW_DOTS = 'TfjsDeepAdversarialRowDots';
@@ -26,7 +26,7 @@ export const ROWS_FINITE = 'TfjsDeepAdversarialRowsFinite';
 export const SELECT_ROWS = 'TfjsDeepAdversarialSelectRows';
 
 /** Reading and allocating on a backend whose data are host-visible typed arrays. */
-interface HostIO {
+export interface HostIO {
   /** allocates every output first (wasm: allocation may grow the heap and detach earlier views). */
   alloc(shape: number[], dtype: tf.DataType): TensorInfo;
   view(t: TensorInfo): Arr;
@@ -41,7 +41,7 @@ interface CpuLike {
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: Arr): TensorInfo;
 }
 
-function hostIO(backend: unknown): HostIO {
+export function hostIO(backend: unknown): HostIO {
   const w = backend as WasmLike;
   if (typeof w.typedArrayFromHeap === 'function' && typeof w.makeOutput === 'function') {
     return {alloc: (shape, dtype) => w.makeOutput(shape, dtype), view: (t) => w.typedArrayFromHeap(t)};
@@ -74,6 +74,40 @@ function listInputs(inputs: tf.NamedTensorInfoMap, n: number, prefix = 't'): Ten
   return out;
 }
 
+/** Σ a[j]·b[j] for j in [start, end), in float64 with four independent partial sums (no dependency chain). */
+function dotRange(a: Float32Array, b: Float32Array, start: number, end: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let j = start;
+  for (; j + 3 < end; j += 4) {
+    s0 += a[j] * b[j];
+    s1 += a[j + 1] * b[j + 1];
+    s2 += a[j + 2] * b[j + 2];
+    s3 += a[j + 3] * b[j + 3];
+  }
+  for (; j < end; j++) s0 += a[j] * b[j];
+  return s0 + s1 + s2 + s3;
+}
+
+/** Every v[j], j in [start, end), is finite (x·0 is 0 for finite x, NaN for ±Inf and NaN; four partial sums). */
+function finiteRange(v: Float32Array, start: number, end: number): boolean {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let j = start;
+  for (; j + 3 < end; j += 4) {
+    s0 += v[j] * 0;
+    s1 += v[j + 1] * 0;
+    s2 += v[j + 2] * 0;
+    s3 += v[j + 3] * 0;
+  }
+  for (; j < end; j++) s0 += v[j] * 0;
+  return s0 + s1 + s2 + s3 === 0;
+}
+
 /** Σ over the non-batch axes of Σ_i a_i·b_i, per row: inputs a0, b0, a1, b1, … (float32), attr n (pairs). */
 function rowDots({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): TensorInfo {
   const n = Number(attrs?.n);
@@ -87,12 +121,7 @@ function rowDots({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backe
     const a = io.view(as[i]);
     const b = io.view(bs[i]);
     const m = a.length / B;
-    for (let r = 0; r < B; r++) {
-      let s = 0;
-      const end = (r + 1) * m;
-      for (let j = r * m; j < end; j++) s += a[j] * b[j];
-      acc[r] += s;
-    }
+    for (let r = 0; r < B; r++) acc[r] += dotRange(a as Float32Array, b as Float32Array, r * m, (r + 1) * m);
   }
   (io.view(out) as Float32Array).set(acc);
   return out;
@@ -110,14 +139,7 @@ function rowsFinite({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; ba
     if (t.dtype !== 'float32') continue; // integers and bools are always finite
     const v = io.view(t);
     const m = v.length / B;
-    for (let r = 0; r < B; r++) {
-      if (ok[r] === 0) continue;
-      // x·0 is 0 for every finite x and NaN for ±Inf and NaN
-      let s = 0;
-      const end = (r + 1) * m;
-      for (let j = r * m; j < end; j++) s += v[j] * 0;
-      if (s !== 0) ok[r] = 0;
-    }
+    for (let r = 0; r < B; r++) if (ok[r] === 1 && !finiteRange(v as Float32Array, r * m, (r + 1) * m)) ok[r] = 0;
   }
   io.view(out).set(ok);
   return out;
@@ -141,21 +163,38 @@ function selectRows({inputs, backend}: {inputs: tf.NamedTensorInfoMap; backend: 
   return out;
 }
 
-const KERNELS: [string, (args: never) => TensorInfo][] = [
-  [ROW_DOTS, rowDots as (args: never) => TensorInfo],
-  [ROWS_FINITE, rowsFinite as (args: never) => TensorInfo],
-  [SELECT_ROWS, selectRows as (args: never) => TensorInfo],
+/** Arguments a host kernel receives. */
+export interface HostKernelArgs {
+  inputs: tf.NamedTensorInfoMap;
+  backend: unknown;
+  attrs?: tf.NamedAttrMap;
+}
+
+const KERNELS: [string, (args: HostKernelArgs) => TensorInfo | TensorInfo[]][] = [
+  [ROW_DOTS, rowDots],
+  [ROWS_FINITE, rowsFinite],
+  [SELECT_ROWS, selectRows],
 ];
 
 /** Backends whose tensors live in host typed arrays (the row kernels run there). */
 const HOST_BACKENDS = ['wasm', 'cpu'];
 const registered = new Set<string>();
+let enabled = true;
+
+/**
+ * Turns the fused host kernels off (`false`: every caller uses its tfjs-op fallback) or back on.
+ * For tests and A/B measurements. @internal
+ */
+export function setHostKernelsEnabled(on: boolean): void {
+  enabled = on;
+}
 
 /**
  * True when the fused row kernels can run now: the active backend is wasm or cpu (registering the
  * kernels for it on first use) and no gradient tape is recording (they have no gradients).
  */
 export function rowKernelsAvailable(): boolean {
+  if (!enabled) return false;
   if ((tf.engine() as unknown as {isTapeOn(): boolean}).isTapeOn()) return false;
   const name = tf.getBackend();
   if (!HOST_BACKENDS.includes(name)) return false;

@@ -185,7 +185,8 @@ export function penaltyValue(config: PenaltyConfig, d: tf.Tensor, base?: tf.Tens
  * w.r.t. `d` given analytically ({@link penaltyGradient}) instead of taped: the value's kernels
  * run once with the tape off (same values, bit for bit), and backpropagation runs the handful of
  * kernels of ∂ρ/∂d instead of the gradients of every kernel of ρ (and the copies the tape keeps of
- * their inputs). For `quadratic` and `linf` penalties (with or without box); the others are
+ * their inputs). (Fused JavaScript kernels for the value and gradient were tried and measured
+ * slower than these tfjs ops on wasm.) For `quadratic` and `linf` penalties (with or without box); the others are
  * taped as usual. `base` must be a constant of the tape (e.g. the model input): no gradient flows
  * to it. `d` must stay alive until the gradient is computed.
  */
@@ -211,7 +212,8 @@ export function violationPerExample(config: PenaltyConfig, d: tf.Tensor, base?: 
     if (config.box && base) {
       const n = tf.add(base, d);
       const [lo, hi] = config.box;
-      const out = maxPerExample(tf.maximum(tf.relu(tf.sub(lo, n)), tf.relu(tf.sub(n, hi))));
+      // max(relu(lo − n), relu(n − hi)) as a sum (at most one is > 0 since lo ≤ hi; wasm's Maximum is slow)
+      const out = maxPerExample(tf.add(tf.relu(tf.sub(lo, n)), tf.relu(tf.sub(n, hi))));
       v = tf.maximum(v, out) as tf.Tensor1D;
     }
     return v;

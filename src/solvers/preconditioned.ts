@@ -95,7 +95,8 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       const e = ctx.evaluate(xn);
       const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
       const D = dirOf(xn, e.grads);
-      const gD = batchDot(e.grads, D, B);
+      // gᵀD is only needed by PR+ (β)
+      const gD = options.conjugate ? batchDot(e.grads, D, B) : old.gD;
       let p = D;
       let restarted = tf.onesLike(a.accept) as tf.Tensor1D;
       if (options.conjugate) {
