@@ -14,7 +14,8 @@
  *   space on that hand-written J (starts: zero and random, with and without projecting the input,
  *   two step sizes, cosine decay, `--ref-iters` iterations each). The gap is J(0) → J_best, where
  *   J(0) is the clean loss. "best known" = per example max(J_best, every variant at 40 evaluations),
- *   so a variant that beats the reference does not read > 100 %;
+ *   so a variant that beats the reference does not read > 100 %. Both shares are printed: of the gap
+ *   to "best known", and of the gap to J_best alone (the issue's own definition; may exceed 100 %);
  * - every variant is run from scratch at each budget k ∈ {5, 10, 20, 40} batched gradient
  *   evaluations (`maxGradientEvaluations: k`: start, line searches and initial step included) and
  *   its disturbances are re-evaluated with the hand-written J (the reported J must match it);
@@ -168,7 +169,9 @@ function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Te
 // variants (all through deepAttack, so its option handling is what is measured)
 // ---------------------------------------------------------------------------------------------
 const VARIANTS: [string, DeepAttackOptions][] = [
-  ['preconditioned (default)', {}],
+  ['preconditioned (default: anneal after 3 rejections)', {}],
+  ['preconditioned, monotone (anneal: false; old default)', {anneal: false}],
+  ['preconditioned, anneal after 1, start 1', {anneal: {after: 1, start: 1}}],
   ['preconditioned, PR+', {conjugate: true}],
   ['preconditioned, unit first step', {firstStep: 'unit'}],
   ['disturbance CG (no precond.)', {space: 'disturbance', solver: 'cg'}],
@@ -179,6 +182,7 @@ const VARIANTS: [string, DeepAttackOptions][] = [
 const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
 const pct = (v: number) => `${(100 * v).toFixed(1)}`;
 const rows: string[] = [];
+const refRows: string[] = [];
 const pgdRows: string[] = [];
 let maxMismatch = 0;
 
@@ -225,7 +229,9 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     const gapRef = mean(ref) - mean(J0);
     const gapBest = mean(bestKnown) - mean(J0);
     for (const r of results) {
-      rows.push(`| ${kind.toUpperCase()} | ${threat === 'linf' ? 'L∞ 0.1 + hidden quad.' : 'all quadratic'} | ${r.name} | ${r.J.map((Jk) => pct((mean(Jk) - mean(J0)) / gapBest)).join(' | ')} | ${pct((mean(r.J[2]) - mean(J0)) / gapRef)} |`);
+      const head = `| ${kind.toUpperCase()} | ${threat === 'linf' ? 'L∞ 0.1 + hidden quad.' : 'all quadratic'} | ${r.name} | `;
+      rows.push(`${head}${r.J.map((Jk) => pct((mean(Jk) - mean(J0)) / gapBest)).join(' | ')} |`);
+      refRows.push(`${head}${r.J.map((Jk) => pct((mean(Jk) - mean(J0)) / gapRef)).join(' | ')} |`);
     }
     console.log(`${kind} ${threat}: J(0) ${mean(J0).toFixed(3)}, J_best (Adam) ${mean(ref).toFixed(3)}, best known ${mean(bestKnown).toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
     // input-only L∞: default deep attack (hidden off, projected) vs PGD at equal gradient evaluations
@@ -245,10 +251,14 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     }
   }
 }
-console.log(`\nShare of the gap J(0) → best known closed at k batched gradient evaluations (%), batch ${B}; last column: share of the gap to the multi-start Adam reference alone at 20:\n`);
-console.log('| model | threat | variant | 5 | 10 | 20 | 40 | 20 vs Adam ref |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(`\nShare of the gap J(0) → best known (per example: max of J_best and every variant at 40) closed at k batched gradient evaluations (%), batch ${B}:\n`);
+console.log('| model | threat | variant | 5 | 10 | 20 | 40 |');
+console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) console.log(r);
+console.log(`\nShare of the gap J(0) → J_best (the issue's definition: the independent multi-start Adam reference alone; > 100 % = above it) closed at k batched gradient evaluations (%), batch ${B}:\n`);
+console.log('| model | threat | variant | 5 | 10 | 20 | 40 |');
+console.log('|---|---|---|---|---|---|---|');
+for (const r of refRows) console.log(r);
 console.log(`\nInput-only L∞ ε = 0.1, box [0, 1] (hidden off): mean cross-entropy reached, default deep attack (project) / PGD (no restart, step 2.5ε/k):\n`);
 console.log('| model | 5 | 10 | 20 | 40 |');
 console.log('|---|---|---|---|---|');

@@ -525,6 +525,40 @@ test('preconditionedAscent is monotone per example and a rejected large first st
   tf.dispose([...r.xs, r.objective, x0[0]]);
 });
 
+test('preconditionedAscent with anneal moves along a kinked ridge where the monotone rule stalls; it returns the best point met', () => {
+  // J = −10|x₁ − x₂| + s − 0.05 s², s = x₁ + x₂: maximum 5 at x₁ = x₂ = 5. The gradient zig-zags across
+  // the ridge x₁ = x₂, so monotone steps along it shrink to nothing.
+  const f: BatchObjective = (xs) =>
+    tf.tidy(() => {
+      const a = tf.slice(xs[0], [0, 0], [-1, 1]);
+      const b = tf.slice(xs[0], [0, 1], [-1, 1]);
+      const s = tf.add(a, b);
+      return tf.sum(tf.add(tf.mul(-10, tf.abs(tf.sub(a, b))), tf.sub(s, tf.mul(0.05, tf.square(s)))), 1) as tf.Tensor1D;
+    });
+  const x0 = [tf.tensor2d([[0, 0.3], [1, -1], [-2, 0]])];
+  const opts = {maxGradientEvaluations: 30, direction: (_x: tf.Tensor[], g: tf.Tensor[]) => [tf.mul(g[0], 0.05)]};
+  const before = tf.memory().numTensors;
+  const mono = preconditionedAscent(f, x0, opts);
+  const ann = preconditionedAscent(f, x0, {...opts, anneal: true});
+  assert.equal(ann.gradientEvaluations, 30);
+  const Jm = mono.objective.arraySync();
+  const Ja = ann.objective.arraySync();
+  Ja.forEach((v, b) => assert.ok(v > Jm[b] + 0.3 && v <= 5 + 1e-5, `example ${b}: annealed ${v} vs monotone ${Jm[b]} (max 5)`));
+  // the returned point is the best met: its J is the reported one and the best-J history never decreases
+  const again = tf.tidy(() => f(ann.xs).arraySync());
+  again.forEach((v, b) => assert.ok(Math.abs(v - Ja[b]) < 1e-5, `example ${b}: J at the returned point ${v}, reported ${Ja[b]}`));
+  for (let k = 1; k < ann.exampleHistory.length; k++) {
+    ann.exampleHistory[k].forEach((v, b) => assert.ok(v >= ann.exampleHistory[k - 1][b], `example ${b}: best J decreased at ${k}`));
+  }
+  tf.dispose([...mono.xs, mono.objective, ...ann.xs, ann.objective]);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaked');
+  assert.throws(() => preconditionedAscent(f, x0, {anneal: true, maxIterations: Infinity}), /anneal needs a finite maxGradientEvaluations or maxIterations/);
+  assert.throws(() => preconditionedAscent(f, x0, {anneal: {scale: [1, 2]}, maxGradientEvaluations: 5}), /anneal\.scale must hold 1 positive numbers \(one per tensor\), got \[1,2\]/);
+  assert.throws(() => preconditionedAscent(f, x0, {anneal: {after: 0}, maxGradientEvaluations: 5}), /anneal\.after must be an integer >= 1, got 0/);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaked on the error paths');
+  x0[0].dispose();
+});
+
 test('every solver spends exactly its gradient-evaluation budget and leaks no tensors (also when the objective throws)', () => {
   const f = separable([1, 3, 9], [[1, 2, 3], [-1, 0.5, 2], [0, 0, 1]]);
   const slow: BatchObjective = (xs) => tf.neg(tf.sum(tf.log1p(tf.square(tf.sub(xs[0], 3))), 1)) as tf.Tensor1D; // never converges fast
@@ -534,6 +568,8 @@ test('every solver spends exactly its gradient-evaluation budget and leaks no te
     ['gradient ascent', (g, k) => gradientAscent(g, x0, {stepSize: 0.01, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
     ['preconditioned', (g, k) => preconditionedAscent(g, x0, {maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
     ['preconditioned PR+', (g, k) => preconditionedAscent(g, x0, {conjugate: true, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
+    ['preconditioned, anneal', (g, k) => preconditionedAscent(g, x0, {anneal: {scale: [1.5]}, initialStep: 3, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
+    ['preconditioned PR+, anneal', (g, k) => preconditionedAscent(g, x0, {conjugate: true, anneal: true, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
   ];
   for (const [name, run] of solvers) {
     for (const obj of [f, slow]) {

@@ -7,8 +7,10 @@
  *   One backward pass carries the loss to every layer, and each layer's search direction is the
  *   maximiser of the linearised loss plus its exact penalty (`linearisedMaximiser`): for a
  *   quadratic penalty the preconditioned fixed point d = ∇_d c / (2λ), for an L∞ ball the corner
- *   ε·sign(g) plus the soft overshoot. Measured (`npm run bench:solver`) to close ≥ 97 % of the
- *   gap to an independent best in 20 gradient evaluations where neuron-space CG closed 50–75 %.
+ *   ε·sign(g) plus the soft overshoot. Monotone per example until an example's steps keep being
+ *   rejected (a kink: ReLU, max-pooling), then non-monotone with a cosine-annealed step, keeping the
+ *   best point (`anneal`). Measured with `npm run bench:solver` against an independent multi-start
+ *   Adam reference: see the README's solver table (neuron-space CG closes far less at 20 evaluations).
  * - `'neuron'`: the seed's eq. 11, batched nonlinear CG (or gradient ascent) over the neurons
  *   nℓ = fℓ(·) + dℓ from a random start and one linearised step; d* by eq. 6.
  */
@@ -71,6 +73,14 @@ export interface DeepAttackOptions {
    * Applies to the zero start only (with `init: 'random'` the first step is 1).
    */
   firstStep?: 'saturated' | 'unit';
+  /**
+   * `'preconditioned'` only: once an example has had `after` steps α ≤ 1 rejected (it sits at a kink
+   * — ReLU, max-pooling — or on a ridge where the monotone rule keeps shrinking its step), continue
+   * it non-monotonically to the end of the budget with a cosine-annealed step, keeping the best
+   * point met (see `preconditionedAscent`'s `anneal`). Default on (`{}`); `false`: the monotone
+   * rule throughout. Needs a finite budget (`maxGradientEvaluations` or `maxIterations`).
+   */
+  anneal?: boolean | DeepAnnealOptions;
   /** Maximum solver iterations. Default: 10 for neuron-space CG, 20 for gradient ascent, none (the budget decides) for `'preconditioned'`. */
   maxIterations?: number;
   /**
@@ -118,12 +128,29 @@ export interface DeepAttackOptions {
   penalties?: (PenaltyConfig | null)[] | ((layer: Disturbance, index: number) => PenaltyConfig | null | undefined);
 }
 
+/** The annealed phase of the deep attack's default solver (see {@link DeepAttackOptions.anneal}). */
+export interface DeepAnnealOptions {
+  /** Rejected steps α ≤ 1 (over the run) before an example switches. Default 3. */
+  after?: number;
+  /** First annealed step. Default: the rejected step α that switched the example. */
+  start?: number;
+  /** Last annealed step as a fraction of the first. Default 0.02. */
+  floor?: number;
+  /**
+   * Factor on the annealed step of layers with a quadratic penalty (no box): over-relaxation, since
+   * there the loss's own positive curvature offsets the penalty's and the fixed point d = ∇c/(2λ)
+   * lies beyond the unit step. Default 1.5; 1 = none.
+   */
+  quadraticScale?: number;
+}
+
 /** Every option name of {@link deepAttack}. */
 export const DEEP_ATTACK_OPTION_KEYS: readonly string[] = Object.freeze([
   'space',
   'solver',
   'conjugate',
   'firstStep',
+  'anneal',
   'maxIterations',
   'maxGradientEvaluations',
   'tolerance',
@@ -156,6 +183,8 @@ export interface ResolvedDeepAttackOptions {
   solver: DeepAttackSolver;
   conjugate: boolean;
   firstStep: 'saturated' | 'unit';
+  /** null: off. */
+  anneal: (Required<Omit<DeepAnnealOptions, 'start'>> & {start: number | undefined}) | null;
   /** iterations (Infinity: the budget decides). */
   maxIterations: number;
   /** gradient-evaluation budget (Infinity: none). */
@@ -196,10 +225,10 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
     if (!allowed.includes(v as T)) bad(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
     return v as T;
   };
-  const bool = (name: keyof DeepAttackOptions): boolean => {
+  const bool = (name: keyof DeepAttackOptions, fallback = false): boolean => {
     const v = o[name];
     if (v !== undefined && typeof v !== 'boolean') bad(name, 'true or false', v);
-    return v === true;
+    return v === undefined ? fallback : v === true;
   };
   const space = oneOf('space', ['disturbance', 'neuron'] as const, 'disturbance');
   const solver = oneOf('solver', ['preconditioned', 'cg', 'gradient-ascent'] as const, space === 'disturbance' ? 'preconditioned' : 'cg');
@@ -215,6 +244,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   const init = oneOf('init', ['random', 'zero', 'gradient'] as const, space === 'disturbance' ? 'zero' : 'gradient');
   const firstStep = oneOf('firstStep', ['saturated', 'unit'] as const, 'saturated');
   const conjugate = bool('conjugate');
+  const anneal = resolveAnneal(o.anneal, bad);
   const project = bool('project');
   const lossOk = (l: unknown) => typeof l === 'string' || typeof l === 'function';
   if (o.loss !== undefined && !(lossOk(o.loss) || (Array.isArray(o.loss) && o.loss.every(lossOk)))) {
@@ -230,6 +260,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
     solver,
     conjugate,
     firstStep,
+    anneal,
     maxIterations: maxIterations ?? defaultIterations,
     maxGradientEvaluations: budget,
     tolerance,
@@ -240,6 +271,27 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
     stepSize: stepSize ?? 0.01,
     loss: o.loss,
     penalties: o.penalties,
+  };
+}
+
+const ANNEAL_KEYS = ['after', 'start', 'floor', 'quadraticScale'] as const;
+
+function resolveAnneal(v: DeepAttackOptions['anneal'], bad: (name: string, what: string, v: unknown) => never): ResolvedDeepAttackOptions['anneal'] {
+  if (v === false) return null;
+  if (v !== undefined && v !== true && (typeof v !== 'object' || v === null || Array.isArray(v))) bad('anneal', 'true, false or an object {after, start, floor, quadraticScale}', v);
+  const a = (v === undefined || v === true ? {} : v) as Record<string, unknown>;
+  for (const k of Object.keys(a)) if (!(ANNEAL_KEYS as readonly string[]).includes(k)) bad('anneal', `an object with keys ${ANNEAL_KEYS.join(', ')} (unknown key '${k}')`, v);
+  const num = <F extends number | undefined>(k: (typeof ANNEAL_KEYS)[number], ok: (x: number) => boolean, what: string, fallback: F): number | F => {
+    const x = a[k];
+    if (x === undefined) return fallback;
+    if (typeof x !== 'number' || !Number.isFinite(x) || !ok(x)) bad(`anneal.${k}`, what, x);
+    return x as number;
+  };
+  return {
+    after: num('after', (x) => Number.isInteger(x) && x >= 1, 'an integer >= 1', 3),
+    start: num('start', (x) => x > 0, 'a number > 0', undefined),
+    floor: num('floor', (x) => x >= 0 && x <= 1, 'a number in [0, 1]', 0.02),
+    quadraticScale: num('quadraticScale', (x) => x > 0, 'a number > 0', 1.5),
   };
 }
 
@@ -378,6 +430,15 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
               conjugate: o.conjugate,
               // the saturated extrapolation d0 + α(T − d0) would also amplify a random start: zero start only
               initialStep: o.firstStep === 'saturated' && init === 'zero' ? saturatedStep : 1,
+              anneal:
+                o.anneal && Number.isFinite(Math.min(o.maxIterations, common.maxGradientEvaluations ?? Infinity))
+                  ? {
+                      after: o.anneal.after,
+                      start: o.anneal.start,
+                      floor: o.anneal.floor,
+                      scale: penalties.map((p) => (p.kind === 'quadratic' && p.box == null ? (o.anneal as {quadraticScale: number}).quadraticScale : 1)),
+                    }
+                  : false,
             })
           : o.solver === 'cg'
             ? conjugateGradient(f, d0, common)

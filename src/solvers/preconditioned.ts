@@ -5,8 +5,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, rowSelector, select, TINY} from './batched.js';
-import {acceptance, BaseState, runSolver, selectRows, tolerances} from './driver.js';
+import {axpy, batchDot, checkBatch, expandAs, gradientTest, rowSelector, select, TINY} from './batched.js';
+import {acceptance, BaseState, runSolver, selectRows, tolerances, type StepContext, type StepResult} from './driver.js';
 
 /** Options of {@link preconditionedAscent}. */
 export interface PreconditionedAscentOptions extends SolverOptions {
@@ -38,6 +38,32 @@ export interface PreconditionedAscentOptions extends SolverOptions {
   shrinkFactor?: number;
   /** An example rejected this many times in a row is frozen as stalled. Default 8. */
   maxConsecutiveRejections?: number;
+  /**
+   * Annealed non-monotone phase (default off). An example stays on the monotone rule above until a
+   * step α ≤ `maxStep` is rejected — the sign that it has reached a kink (ReLU, max-pooling) or a
+   * ridge where the local model stops predicting the objective. From then on it moves to every
+   * finite candidate, also downhill, with a step that decays as a cosine from that rejected α to
+   * `floor`·α at the last iteration the budget allows, and the solver keeps (and returns) the best
+   * point met; PR+ is not used in this phase. Requires a finite `maxGradientEvaluations` or
+   * `maxIterations` (the schedule ends there). `true` = `{}`.
+   */
+  anneal?: boolean | AnnealOptions;
+}
+
+/** The annealed phase of {@link preconditionedAscent}. */
+export interface AnnealOptions {
+  /** Last step of the schedule as a fraction of its first. Default 0.02. */
+  floor?: number;
+  /** Rejected steps α ≤ `maxStep` (counted over the whole run) that switch an example to the annealed phase. Default 1. */
+  after?: number;
+  /** First step of the annealed phase. Default: the rejected step α that switched the example. */
+  start?: number;
+  /**
+   * One factor per tensor of the list on the annealed step (over-relaxation: > 1 where the
+   * direction's unit step is known to fall short, e.g. a quadratic penalty whose curvature the
+   * loss partly offsets). Default 1 for every tensor.
+   */
+  scale?: number[];
 }
 
 /**
@@ -75,7 +101,29 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     return D.map((d, i) => (d.dtype === 'float32' ? d : tf.cast(d, 'float32')));
   };
 
-  type State = BaseState & {D: tf.Tensor[]; p: tf.Tensor[]; gD: tf.Tensor1D; alpha: tf.Tensor1D};
+  const ann = options.anneal ? (options.anneal === true ? {} : options.anneal) : null;
+  let lastIteration = Infinity;
+  if (ann) {
+    const floor = ann.floor ?? 0.02;
+    if (!(floor >= 0 && floor <= 1)) throw new Error(`preconditionedAscent: anneal.floor must be in [0, 1], got ${String(ann.floor)}`);
+    if (ann.scale !== undefined && (ann.scale.length !== x0.length || ann.scale.some((v) => !(v > 0 && Number.isFinite(v))))) {
+      throw new Error(`preconditionedAscent: anneal.scale must hold ${x0.length} positive numbers (one per tensor), got ${JSON.stringify(ann.scale)}`);
+    }
+    lastIteration = Math.min(options.maxIterations ?? 40, (options.maxGradientEvaluations ?? Infinity) - 1);
+    if (!Number.isFinite(lastIteration)) throw new Error('preconditionedAscent: anneal needs a finite maxGradientEvaluations or maxIterations (its schedule ends there)');
+  }
+  const annFloor = ann?.floor ?? 0.02;
+  const annAfter = ann?.after ?? 1;
+  const annStart = ann?.start;
+  if (annStart !== undefined && !(annStart > 0 && Number.isFinite(annStart))) throw new Error(`preconditionedAscent: anneal.start must be a positive number, got ${String(annStart)}`);
+  if (ann && !(Number.isInteger(annAfter) && annAfter >= 1)) throw new Error(`preconditionedAscent: anneal.after must be an integer >= 1, got ${String(ann.after)}`);
+  const annScale = ann?.scale;
+  let iteration = 0;
+
+  // annealing state (with `anneal` only): per example the phase flag, the iteration and step at the
+  // switch, and the current iterate xc/Jc (x/J are then the best point met)
+  type Anneal = {on: tf.Tensor1D; rej: tf.Tensor1D; s0: tf.Tensor1D; a0: tf.Tensor1D; xc: tf.Tensor[]; Jc: tf.Tensor1D};
+  type State = BaseState & {D: tf.Tensor[]; p: tf.Tensor[]; gD: tf.Tensor1D; alpha: tf.Tensor1D; an?: Anneal};
   return runSolver<State>(f, x0, options, {
     maxIterations: options.maxIterations ?? 40,
     restartEvery: Infinity,
@@ -87,9 +135,14 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       // the gradient itself is not carried (D and gᵀD are all a step needs); p only with PR+
       const gD = batchDot(s.g, D, B);
       s.g.forEach((t) => t.dispose());
-      return {...s, g: [], D, p: options.conjugate ? D.map((d) => tf.clone(d)) : [], gD, alpha};
+      const an = ann
+        ? {on: tf.cast(tf.zeros([B]), 'bool') as tf.Tensor1D, rej: tf.zeros([B]) as tf.Tensor1D, s0: tf.zeros([B]) as tf.Tensor1D, a0: tf.zeros([B]) as tf.Tensor1D, xc: s.x.map((t) => tf.add(t, 0)), Jc: tf.add(s.J, 0) as tf.Tensor1D}
+        : undefined;
+      return {...s, g: [], D, p: options.conjugate ? D.map((d) => tf.clone(d)) : [], gD, alpha, an};
     },
     step: (old, ctx) => {
+      iteration++;
+      if (old.an) return annealedStep(old, old.an, ctx);
       const step = select(ctx.active, old.alpha, tf.zerosLike(old.alpha)) as tf.Tensor1D;
       const xn = axpy(old.x, step, options.conjugate ? old.p : old.D);
       const e = ctx.evaluate(xn);
@@ -127,4 +180,76 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       return {state, accept: acc, nonFinite: a.nonFinite, converged: a.converged, restarted};
     },
   });
+
+  /**
+   * One iteration with `anneal`: monotone examples follow the rule of `step`; an example whose
+   * step α ≤ maxStep is rejected switches to the annealed phase, moving to that candidate anyway;
+   * annealing examples always move (when finite) with α = a0·(floor + (1 − floor)·½(1 + cos πτ)),
+   * τ = (k − s0)/(K − s0) from their switch to the last iteration K. x/J hold the best point met.
+   */
+  function annealedStep(old: State, an: Anneal, ctx: StepContext): StepResult<State> {
+    const on = an.on;
+    const tau = tf.clipByValue(tf.div(tf.sub(iteration - 1, an.s0), tf.maximum(tf.sub(lastIteration - 1, an.s0), 1)), 0, 1);
+    const cosine = tf.add(annFloor, tf.mul((1 - annFloor) / 2, tf.add(1, tf.cos(tf.mul(Math.PI, tau)))));
+    const alpha = select(ctx.active, select(on, tf.mul(an.a0, cosine), old.alpha), tf.zerosLike(old.alpha)) as tf.Tensor1D;
+    const p = options.conjugate ? old.p : old.D;
+    const xn = an.xc.map((x, i) => {
+      const a = annScale && annScale[i] !== 1 ? (select(on, tf.mul(alpha, annScale[i]), alpha) as tf.Tensor1D) : alpha;
+      return tf.add(x, tf.mul(expandAs(a, p[i]), p[i]));
+    });
+    const e = ctx.evaluate(xn);
+    // against the current iterate (monotone examples: current = best)
+    const a = acceptance({...old, J: an.Jc}, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
+    const D = dirOf(xn, e.grads);
+    const gD = batchDot(e.grads, D, B);
+    const big = tf.greater(old.alpha, maxStep);
+    // a rejected step α ≤ maxStep of a monotone example: switch, and move there
+    const small = tf.logicalAnd(tf.logicalAnd(a.reject, tf.logicalNot(on)), tf.logicalNot(big));
+    const rej = tf.add(an.rej, tf.cast(small, 'float32')) as tf.Tensor1D;
+    const switchNow = tf.logicalAnd(small, tf.greaterEqual(rej, annAfter)) as tf.Tensor1D;
+    const onNext = tf.logicalOr(on, switchNow) as tf.Tensor1D;
+    const ok = tf.logicalAnd(ctx.active, e.finite);
+    const move = tf.logicalAnd(ok, tf.logicalOr(a.accept, onNext)) as tf.Tensor1D;
+    const improve = tf.logicalAnd(ok, tf.greaterEqual(e.value, old.J)) as tf.Tensor1D;
+    let p2: tf.Tensor[] = [];
+    let restarted = tf.onesLike(move) as tf.Tensor1D;
+    if (options.conjugate) {
+      // PR+ in the monotone phase only (as in `step`); plain D once annealing
+      const beta = tf.relu(tf.div(tf.sub(gD, batchDot(e.grads, old.D, B)), tf.maximum(old.gD, TINY)));
+      const pc = axpy(D, beta as tf.Tensor1D, old.p);
+      const gp = batchDot(e.grads, pc, B);
+      const useConj = tf.logicalAnd(tf.logicalNot(onNext), tf.logicalAnd(tf.greater(beta, 0), tf.logicalAnd(tf.isFinite(gp), tf.greater(gp, 0)))) as tf.Tensor1D;
+      p2 = selectRows(move, selectRows(useConj, pc, D), old.D);
+      restarted = tf.logicalNot(useConj) as tf.Tensor1D;
+    }
+    const selMove = rowSelector(move, xn);
+    const selBest = rowSelector(improve, xn);
+    const alphaAcc = tf.minimum(tf.maximum(maxStep, old.alpha), tf.mul(grow, old.alpha));
+    const alphaRej = select(big, tf.onesLike(old.alpha), tf.mul(shrink, old.alpha));
+    const state: State = {
+      x: selBest(xn, old.x),
+      J: select(improve, e.value, old.J) as tf.Tensor1D,
+      g: [],
+      gg: select(move, a.gg, old.gg) as tf.Tensor1D,
+      D: selMove(D, old.D),
+      p: p2,
+      gD: select(move, gD, old.gD) as tf.Tensor1D,
+      alpha: select(a.accept, alphaAcc, select(a.reject, alphaRej, old.alpha)) as tf.Tensor1D,
+      an: {
+        on: onNext,
+        rej,
+        s0: select(switchNow, tf.fill([B], iteration - 1), an.s0) as tf.Tensor1D,
+        a0: select(switchNow, annStart != null ? tf.fill([B], annStart) : old.alpha, an.a0) as tf.Tensor1D,
+        xc: selMove(xn, an.xc),
+        Jc: select(move, e.value, an.Jc) as tf.Tensor1D,
+      },
+    };
+    // the value test means nothing for a non-monotone move: annealing examples stop on the gradient test only
+    // (bool operands: logical ops, not Select — the wasm Select kernel writes 4-byte elements)
+    const converged = tf.logicalOr(
+      tf.logicalAnd(on, tf.logicalAnd(improve, gradientTest(a.gg, e.value, t.gtol))),
+      tf.logicalAnd(tf.logicalNot(on), a.converged),
+    ) as tf.Tensor1D;
+    return {state, accept: move, nonFinite: a.nonFinite, converged, restarted};
+  }
 }

@@ -126,7 +126,7 @@ export const CALLBACK_ONLY_KEYS = Object.freeze(['schedule', 'validateAdversaria
 
 /** The top-level option names of each method (TypeScript checks below that they cover every declared option). */
 const METHOD_KEYS = {
-  deep: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'solver', 'maxIterations', 'maxGradientEvaluations', 'tolerance', 'init', 'initScale', 'project', 'stepSize', 'penalties', 'conjugate', 'space', 'firstStep'],
+  deep: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'solver', 'maxIterations', 'maxGradientEvaluations', 'tolerance', 'init', 'initScale', 'project', 'stepSize', 'penalties', 'conjugate', 'space', 'firstStep', 'anneal'],
   pgd: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'layer', 'logObjective', 'epsilon', 'norm', 'steps', 'stepSize', 'randomStart', 'restarts', 'clip'],
   fgsm: ['method', 'cleanWeight', 'seed', 'loss', 'skipNonFiniteUpdates', 'layer', 'epsilon', 'clip', 'randomStart', 'alpha', 'logObjective'],
 } as const;
