@@ -373,6 +373,34 @@ describe('evaluatePerturbations', () => {
     assert.deepEqual(r.weightNoise!.tensors.map((t) => t.name.split('/')[1]), ['kernel', 'bias', 'kernel', 'bias']);
   });
 
+  it('a token model (Embedding) and a two-output model: hidden sites after the embedding, embeddings not weight-perturbed, every output scored', () => {
+    const tokens = tfl.input({shape: [5], dtype: 'int32'});
+    const e = tfl.layers.embedding({inputDim: 20, outputDim: 4, inputLength: 5, embeddingsInitializer: tfl.initializers.randomUniform({minval: -1, maxval: 1, seed: 3})}).apply(tokens) as tfl.SymbolicTensor;
+    const pooled = tfl.layers.globalAveragePooling1d({name: 'pool'}).apply(e) as tfl.SymbolicTensor;
+    const h = tfl.layers.dense({units: 6, activation: 'relu', name: 'h', kernelInitializer: tfl.initializers.glorotUniform({seed: 4})}).apply(pooled) as tfl.SymbolicTensor;
+    const outA = tfl.layers.dense({units: 3, activation: 'softmax', name: 'a', kernelInitializer: tfl.initializers.glorotUniform({seed: 5})}).apply(h) as tfl.SymbolicTensor;
+    const outB = tfl.layers.dense({units: 2, activation: 'softmax', name: 'b', kernelInitializer: tfl.initializers.glorotUniform({seed: 6})}).apply(h) as tfl.SymbolicTensor;
+    const model = tfl.model({inputs: tokens, outputs: [outA, outB]});
+    const n = 30;
+    const x = tf.tensor2d(rand(n * 5, 13, 0, 20).map(Math.floor), [n, 5], 'int32');
+    const [pa, pb] = model.predict(x) as tf.Tensor[];
+    const la = Array.from(tf.argMax(pa, -1).dataSync());
+    const lb = Array.from(tf.argMax(pb, -1).dataSync());
+    tf.dispose([pa, pb]);
+    // Output a: labels as predicted; output b: labels flipped on the first 10 examples → clean accuracy 20/30.
+    const ya = oneHot(la, 3);
+    const yb = oneHot(lb.map((v, i) => (i < 10 ? 1 - v : v)), 2);
+    const tensors = tf.memory().numTensors;
+    const r = evaluatePerturbations(model, x, [ya, yb], {activationNoise: {relativeSigmas: [0, 0.5], draws: 2}, activationQuantization: {bits: [16]}, weightNoise: {relativeSigmas: [0], draws: 1}, batchSize: 8});
+    assert.equal(tf.memory().numTensors, tensors);
+    tf.dispose([x, ya, yb]);
+    assert.equal(r.cleanAccuracy, 20 / 30);
+    assert.deepEqual(r.activationNoise!.sites.map((s) => s.name), ['pool_disturbance', 'h_disturbance']);
+    assert.equal(r.activationNoise!.points[0].accuracy, 20 / 30);
+    assert.equal(r.activationQuantization!.points[0].accuracy, 20 / 30);
+    assert.deepEqual(r.weightNoise!.tensors.map((t) => t.name), ['h/kernel', 'h/bias', 'a/kernel', 'a/bias', 'b/kernel', 'b/bias']);
+  });
+
   it('leaks no tensor, over repeated calls and on errors thrown in every stage', () => {
     const model = mlp();
     const x = tf.tensor2d(mlpData(30));
