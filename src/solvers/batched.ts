@@ -68,6 +68,14 @@ export function rowsFinite(t: tf.Tensor): tf.Tensor1D {
   return tf.all(tf.reshape(f, [t.shape[0], -1]), 1) as tf.Tensor1D;
 }
 
+/** Per-row "all finite" over every tensor of a list sharing the batch size B: `[B]` (bool); one fused kernel on wasm/cpu. */
+export function rowsFiniteAll(ts: tf.Tensor[], B: number): tf.Tensor1D {
+  if (ts.length > 0 && rowKernelsAvailable()) return rowsFiniteKernel(ts);
+  let ok = tf.cast(tf.ones([B]), 'bool') as tf.Tensor1D;
+  for (const t of ts) ok = tf.logicalAnd(ok, rowsFinite(t)) as tf.Tensor1D;
+  return ok;
+}
+
 /** Per-example Euclidean norm of one tensor: `[B, ...] → [B]`. */
 export function normPerRow(t: tf.Tensor): tf.Tensor1D {
   return tf.sqrt(sumPerExample(tf.square(t))) as tf.Tensor1D;

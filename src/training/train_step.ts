@@ -42,7 +42,7 @@ import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/sit
 import {FGSM_KEYS, prepareAttack, PreparedAttack} from '../attacks/registry.js';
 import {undisturbableInput} from '../attacks/validate.js';
 import {checkKnownKeys} from '../util/options.js';
-import {rowsFinite, whereRows} from '../solvers/batched.js';
+import {rowsFinite, rowsFiniteAll, whereRows} from '../solvers/batched.js';
 import {Disturbance} from '../layers/disturbance.js';
 import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
 import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors} from '../model/internals.js';
@@ -683,8 +683,7 @@ export function runAdversarialStep(
       stats.iterations = r.iterations;
       stats.gradientEvaluations = r.gradientEvaluations;
       // Sanitise: rows with a non-finite disturbance (should not happen: CG falls back) get d = 0.
-      let ok = tf.cast(tf.ones([b]), 'bool') as tf.Tensor1D;
-      for (const d of r.disturbances) ok = tf.logicalAnd(ok, rowsFinite(d)) as tf.Tensor1D;
+      const ok = rowsFiniteAll(r.disturbances, b);
       const jOk = tf.logicalAnd(ok, tf.isFinite(r.objective)) as tf.Tensor1D;
       // Mean ‖dℓ‖ with a bad row counted as 0 (what the update will use).
       const normTensors = r.disturbances.map((d, i) =>
