@@ -355,7 +355,7 @@ for (const linf of [true, false]) {
     const shares: Record<string, number> = {};
     for (const [name, opts] of [
       ['default', {}],
-      ...(process.env.DIAG ? ([['d40', {maxGradientEvaluations: 40}], ['d200', {maxGradientEvaluations: 200}], ['unit', {firstStep: 'unit'}], ['pr', {conjugate: true}], ['rand', {init: 'random', seed: 3}], ['monotone', {anneal: false}], ['anneal after 1', {anneal: {after: 1}}]] as const) : []),
+      ...(process.env.DIAG ? ([['d40', {maxGradientEvaluations: 40}], ['d200', {maxGradientEvaluations: 200}], ['unit', {firstStep: 'unit'}], ['pr', {conjugate: true}], ['rand', {init: 'random', seed: 3}], ['monotone', {anneal: false}], ['anneal after 1', {anneal: {after: 1}}], ['no sign', {anneal: {linfSign: false}}]] as const) : []),
       ['neuron CG', {space: 'neuron' as const, maxGradientEvaluations: 20, maxIterations: 100}],
     ] as const) {
       const r = deepAttack(adv, x, y, opts);
@@ -392,6 +392,7 @@ test('every (space, solver) respects its gradient-evaluation budget exactly; J e
     {space: 'disturbance', solver: 'preconditioned', conjugate: true},
     {space: 'disturbance', solver: 'preconditioned', anneal: false},
     {space: 'disturbance', solver: 'preconditioned', anneal: {after: 1, start: 0.5, floor: 0, quadraticScale: 2}},
+    {space: 'disturbance', solver: 'preconditioned', anneal: {after: 1, linfSign: false}},
     {space: 'disturbance', solver: 'cg'},
     {space: 'disturbance', solver: 'gradient-ascent'},
     {space: 'neuron', solver: 'cg'},
@@ -432,11 +433,12 @@ test('deep-attack options are validated in one place: unknown keys get the close
   }
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', init: 'gaussian'} as never), /adversarialStep: option 'init' must be one of 'random', 'zero', 'gradient'/);
   // anneal: one object, validated here too (training passes it through)
-  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: 3, start: undefined, floor: 0.02, quadraticScale: 1.5});
+  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: 3, start: undefined, floor: 0.02, quadraticScale: 1.5, linfSign: true});
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {linfSign: 1}} as never), /option 'anneal\.linfSign' must be true or false, got 1/);
   assert.equal(resolveDeepAttackOptions('deepAttack', {anneal: false}).anneal, null);
   assert.equal(resolveDeepAttackOptions('deepAttack', {anneal: {after: 1}}).anneal?.after, 1);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {after: 0}}), /deepAttack: option 'anneal\.after' must be an integer >= 1, got 0/);
-  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {steps: 3}} as never), /option 'anneal' must be an object with keys after, start, floor, quadraticScale \(unknown key 'steps'\)/);
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {steps: 3}} as never), /option 'anneal' must be an object with keys after, start, floor, quadraticScale, linfSign \(unknown key 'steps'\)/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: 'yes'} as never), /option 'anneal' must be true, false or an object/);
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', anneal: {floor: 2}}), /adversarialStep: option 'anneal\.floor' must be a number in \[0, 1\], got 2/);
   tf.dispose([x, y]);

@@ -555,6 +555,11 @@ test('preconditionedAscent with anneal moves along a kinked ridge where the mono
   assert.throws(() => preconditionedAscent(f, x0, {anneal: true, maxIterations: Infinity}), /anneal needs a finite maxGradientEvaluations or maxIterations/);
   assert.throws(() => preconditionedAscent(f, x0, {anneal: {scale: [1, 2]}, maxGradientEvaluations: 5}), /anneal\.scale must hold 1 positive numbers \(one per tensor\), got \[1,2\]/);
   assert.throws(() => preconditionedAscent(f, x0, {anneal: {after: 0}, maxGradientEvaluations: 5}), /anneal\.after must be an integer >= 1, got 0/);
+  assert.throws(() => preconditionedAscent(f, x0, {anneal: {sign: [true, false]}, maxGradientEvaluations: 5}), /anneal\.sign must hold 1 booleans \(one per tensor\), got \[true,false\]/);
+  // sign steps on the ridge: along sign(p)·mean|p|, which for this 2-D ridge points along x₁ = x₂ once across it
+  const signed = preconditionedAscent(f, x0, {...opts, anneal: {sign: [true]}});
+  signed.objective.arraySync().forEach((v, b) => assert.ok(v > Jm[b] && v <= 5 + 1e-5, `example ${b}: annealed with sign steps ${v} vs monotone ${Jm[b]}`));
+  tf.dispose([...signed.xs, signed.objective]);
   assert.equal(tf.memory().numTensors, before, 'no tensor leaked on the error paths');
   x0[0].dispose();
 });
@@ -568,7 +573,7 @@ test('every solver spends exactly its gradient-evaluation budget and leaks no te
     ['gradient ascent', (g, k) => gradientAscent(g, x0, {stepSize: 0.01, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
     ['preconditioned', (g, k) => preconditionedAscent(g, x0, {maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
     ['preconditioned PR+', (g, k) => preconditionedAscent(g, x0, {conjugate: true, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
-    ['preconditioned, anneal', (g, k) => preconditionedAscent(g, x0, {anneal: {scale: [1.5]}, initialStep: 3, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
+    ['preconditioned, anneal', (g, k) => preconditionedAscent(g, x0, {anneal: {scale: [1.5], sign: [true]}, initialStep: 3, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
     ['preconditioned PR+, anneal', (g, k) => preconditionedAscent(g, x0, {conjugate: true, anneal: true, maxIterations: 1000, maxGradientEvaluations: k, tolerance: -1, gradientTolerance: -1})],
   ];
   for (const [name, run] of solvers) {

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, expandAs, gradientTest, rowSelector, select, TINY} from './batched.js';
+import {axpy, batchDot, checkBatch, expandAs, gradientTest, rowSelector, select, TINY, whereRows} from './batched.js';
 import {acceptance, BaseState, runSolver, selectRows, tolerances, type StepContext, type StepResult} from './driver.js';
 
 /** Options of {@link preconditionedAscent}. */
@@ -64,6 +64,12 @@ export interface AnnealOptions {
    * loss partly offsets). Default 1 for every tensor.
    */
   scale?: number[];
+  /**
+   * Per tensor of the list: in the annealed phase, step along sign(p)·mean|p| (mean over the
+   * example's entries of that tensor) instead of p — the steepest-ascent step of an L∞ geometry,
+   * as PGD's sign steps. Default false for every tensor.
+   */
+  sign?: boolean[];
 }
 
 /**
@@ -118,6 +124,10 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
   if (annStart !== undefined && !(annStart > 0 && Number.isFinite(annStart))) throw new Error(`preconditionedAscent: anneal.start must be a positive number, got ${String(annStart)}`);
   if (ann && !(Number.isInteger(annAfter) && annAfter >= 1)) throw new Error(`preconditionedAscent: anneal.after must be an integer >= 1, got ${String(ann.after)}`);
   const annScale = ann?.scale;
+  const annSign = ann?.sign;
+  if (annSign !== undefined && (annSign.length !== x0.length || annSign.some((v) => typeof v !== 'boolean'))) {
+    throw new Error(`preconditionedAscent: anneal.sign must hold ${x0.length} booleans (one per tensor), got ${JSON.stringify(annSign)}`);
+  }
   let iteration = 0;
 
   // annealing state (with `anneal` only): per example the phase flag, the iteration and step at the
@@ -192,7 +202,11 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     const tau = tf.clipByValue(tf.div(tf.sub(iteration - 1, an.s0), tf.maximum(tf.sub(lastIteration - 1, an.s0), 1)), 0, 1);
     const cosine = tf.add(annFloor, tf.mul((1 - annFloor) / 2, tf.add(1, tf.cos(tf.mul(Math.PI, tau)))));
     const alpha = select(ctx.active, select(on, tf.mul(an.a0, cosine), old.alpha), tf.zerosLike(old.alpha)) as tf.Tensor1D;
-    const p = options.conjugate ? old.p : old.D;
+    const p = (options.conjugate ? old.p : old.D).map((d, i) => {
+      if (!annSign?.[i]) return d;
+      const mag = tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1);
+      return whereRows(on, tf.mul(tf.sign(d), expandAs(mag, d)), d);
+    });
     const xn = an.xc.map((x, i) => {
       const a = annScale && annScale[i] !== 1 ? (select(on, tf.mul(alpha, annScale[i]), alpha) as tf.Tensor1D) : alpha;
       return tf.add(x, tf.mul(expandAs(a, p[i]), p[i]));
