@@ -206,3 +206,20 @@ test('linearisedDirection equals linearisedMaximiser(g − ∂ρ/∂d) − d (ex
   }
   tf.dispose([base, d, g]);
 });
+
+test('linearisedMaximiser, L2 ball with a box: coordinates at the edge g points past get no share of ε, and the step stays in the box (closed form)', async () => {
+  const {linearisedMaximiser} = await import('../src/objective/penalties.js');
+  const before = tf.memory().numTensors;
+  // λ large: u ≈ ε·g_free/‖g_free‖. Coordinates 0 (at 0, g < 0) and 2 (at 1, g > 0) cannot move.
+  const base = tf.tensor2d([[0, 0.5, 1, 0.5], [0.97, 0.5, 0.5, 0.5]]);
+  const g = tf.tensor2d([[-1, 1, 1, -1], [1, 0, 0, 0]]);
+  const d = tf.zerosLike(g);
+  const u = linearisedMaximiser({kind: 'l2', epsilon: 0.1, lambda: 1e9, box: [0, 1]}, g, d, base);
+  const s = 0.1 / Math.SQRT2;
+  const got = Array.from(u.dataSync());
+  // row 2: the full radius 0.1 along +x₀, clipped at the box edge 1 − 0.97 = 0.03
+  const want = [0, s, 0, -s, 0.03, 0, 0, 0];
+  got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 1e-6, `u[${i}] = ${v}, want ${want[i]}`));
+  tf.dispose([base, g, d, u]);
+  assert.equal(tf.memory().numTensors, before);
+});

@@ -327,7 +327,8 @@ export function penaltyGradient(config: PenaltyConfig, d: tf.Tensor, base?: tf.T
  * - `linf`: u = ±(ε + |g|/(2λ)) — the corner of the ball plus the overshoot the soft penalty
  *   allows; with a box (and `base`, assumed inside the box), the kink at the box edge too.
  *   Coordinates with g = 0 keep d;
- * - `l2`: u = (ε + ‖g‖/(2λ))·g/‖g‖ (box not included);
+ * - `l2`: u = (ε + ‖g‖/(2λ))·g/‖g‖; with a box (and `base`), g restricted to the coordinates that
+ *   can move along it (not at the box edge it points past) and u clipped to the box;
  * - `l1`: no closed form used: u = d + (g + ∂ρ/∂d)/(2λ), a preconditioned gradient step.
  * This is, for a quadratic penalty, exactly the preconditioned fixed point d = ∇_d c / (2λ).
  */
@@ -375,9 +376,15 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
       return select(tf.equal(g, 0), d, select(pos, v, tf.neg(v)));
     }
     if (config.kind === 'l2') {
-      const norm = tf.sqrt(sumPerExample(tf.square(g)));
+      // With a box, coordinates that cannot move along g (base already at the edge g points past)
+      // take no share of the radius, and the step is clipped to the box: without this the budget
+      // went mostly to MNIST's saturated pixels, every step was rejected by the box penalty, and the
+      // attack barely moved (96.5 % accuracy left where PGD-L2 leaves 3.5 %).
+      const gm = box && base ? tf.mul(g, tf.add(tf.mul(tf.step(g), tf.step(tf.sub(box[1], base))), tf.mul(tf.step(tf.neg(g)), tf.step(tf.sub(base, box[0]))))) : g;
+      const norm = tf.sqrt(sumPerExample(tf.square(gm)));
       const len = tf.add(eps, tf.div(norm, 2 * lam));
-      const u = tf.mul(g, expandAs(tf.div(len, tf.maximum(norm, 1e-30)), g));
+      let u = tf.mul(gm, expandAs(tf.div(len, tf.maximum(norm, 1e-30)), gm));
+      if (box && base) u = tf.sub(tf.clipByValue(tf.add(base, u), box[0], box[1]), base);
       return select(tf.equal(expandAs(norm, g), 0), d, u);
     }
     return tf.add(d, tf.div(tf.add(g, penaltyGradient(config, d)), 2 * lam));
