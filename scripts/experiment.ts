@@ -18,7 +18,7 @@
  * done yet say so) and `report` renders seed 1 of every row into one HTML file per group.
  */
 import {spawn, spawnSync} from 'node:child_process';
-import {existsSync, mkdirSync, readFileSync, writeFileSync} from 'node:fs';
+import {existsSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {cpus, totalmem} from 'node:os';
 import {dirname, join, relative, resolve} from 'node:path';
 import {parseArgs} from 'node:util';
@@ -125,7 +125,13 @@ async function job(g: Group, r: Row, seed: number): Promise<void> {
   const dir = runDir(g, r, seed);
   const tag = `[${g.id}/${r.id}/s${seed}]`;
   mkdirSync(dir, {recursive: true});
-  const meta = tryJson(join(dir, 'run.json'));
+  let meta = tryJson(join(dir, 'run.json'));
+  // A run recorded as complete whose weights are gone (a fresh clone: only the JSON records are
+  // committed) and that was never evaluated cannot be evaluated: train it again from scratch.
+  if (meta?.status === 'complete' && !existsSync(join(dir, 'model', 'model.json')) && !existsSync(join(dir, 'eval.json'))) {
+    rmSync(join(dir, 'run.json'));
+    meta = undefined;
+  }
   const trained = meta?.status === 'complete';
   if (!trained && flags.stage !== 'eval') {
     const t0 = Date.now();
@@ -133,7 +139,7 @@ async function job(g: Group, r: Row, seed: number): Promise<void> {
     const common = ['--epochs', `${g.epochs}`, '--backend', flags.backend, '--progress', 'lines', '--out', dir];
     const args = meta
       ? ['train', '--resume', ...common]
-      : ['train', '--model', g.model, ...r.args, ...(g.warmup && r.id !== 'plain' ? ['--warmup', `${g.warmup}`] : []), '--limit', `${TRAIN_LIMIT}`, '--val-limit', `${VAL_LIMIT}`, '--batch-size', '64', '--seed', `${seed}`, ...common];
+      : ['train', '--overwrite', '--model', g.model, ...r.args, ...(g.warmup && r.id !== 'plain' ? ['--warmup', `${g.warmup}`] : []), '--limit', `${TRAIN_LIMIT}`, '--val-limit', `${VAL_LIMIT}`, '--batch-size', '64', '--seed', `${seed}`, ...common];
     await cli(args, join(dir, 'train.log'));
     writeFileSync(join(dir, 'code.json'), JSON.stringify({commit, trainedAt: new Date().toISOString()}, null, 1));
     console.log(`${tag} trained in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
