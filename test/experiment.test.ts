@@ -23,10 +23,13 @@ test('experiment --quick: one row trained + evaluated, table rendered, second ru
     assert.equal(first.code, 0, first.out);
     assert.match(first.out, /\[mlp-0\.1\/plain\/s1\] train/);
     assert.match(first.out, /\[mlp-0\.1\/plain\/s1\] eval/);
+    assert.match(first.out, /\[mlp-0\.1\/plain\/s1\] perturbations/);
     const run = join(dir, 'runs', 'mlp-0.1', 'plain', 's1');
     const ev = JSON.parse(readFileSync(join(run, 'eval.json'), 'utf8'));
     assert.equal(ev.result.examples, 100);
-    assert.ok(ev.result.perturbations, 'eval.json holds the hidden-perturbation results');
+    const pert = JSON.parse(readFileSync(join(run, 'perturbations', 'eval.json'), 'utf8'));
+    assert.deepEqual(pert.result.perturbations.activationNoise.points.map((p: {relativeSigma: number}) => p.relativeSigma), [0.5, 1, 2]);
+    assert.deepEqual(pert.result.perturbations.activationQuantization.points.map((p: {bits: number}) => p.bits), [8, 4, 2]);
     assert.ok(existsSync(join(dir, 'report-mlp-0.1.html')));
     const md = readFileSync(results, 'utf8');
     // The finished row has a value for clean accuracy equal to eval.json's; the others say they are missing.
@@ -37,7 +40,7 @@ test('experiment --quick: one row trained + evaluated, table rendered, second ru
 
     const second = experiment(args);
     assert.equal(second.code, 0, second.out);
-    assert.doesNotMatch(second.out, /\] (train|eval)/, 'the finished run is reused, not redone');
+    assert.doesNotMatch(second.out, /\] (train|eval|perturbations)/, 'the finished run is reused, not redone');
     assert.equal(readFileSync(results, 'utf8').replace(/Machine:.*\n/, ''), md.replace(/Machine:.*\n/, ''));
   } finally {
     rmSync(dir, {recursive: true, force: true});
