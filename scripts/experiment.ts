@@ -168,6 +168,7 @@ async function job(g: Group, r: Row, seed: number): Promise<void> {
         '--no-perturbations', ...(seed === seeds[0] && !quick ? [] : ['--no-convergence'])],
       join(dir, 'eval.log'),
     );
+    writeFileSync(join(dir, 'eval-code.json'), JSON.stringify({commit, evaluatedAt: new Date().toISOString()}, null, 1));
     console.log(`${tag} evaluated in ${((Date.now() - t0) / 60000).toFixed(1)} min`);
   }
 }
@@ -339,13 +340,16 @@ function render(): void {
   const end = '<!-- results:end -->';
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
   const commits = new Set<string>();
+  const evalCommits = new Set<string>();
   for (const g of GROUPS) for (const r of g.rows) for (const s of seeds) {
     const c = tryJson(join(runDir(g, r, s), 'code.json'));
     if (c) commits.add(c.commit as string);
+    const e = tryJson(join(runDir(g, r, s), 'eval-code.json'));
+    if (e) evalCommits.add(e.commit as string);
   }
   const body = [
     `Machine: ${machine}. Command: \`npm run experiment${quick ? ' -- --quick' : ''}\` (resumable; see scripts/experiment.ts). Backend: ${flags.backend}. ` +
-      `Trained at package commit(s): ${[...commits].join(', ') || '–'}.`,
+      `Trained at package commit(s): ${[...commits].join(', ') || '–'}; evaluated at: ${[...evalCommits].join(', ') || '–'} (per run in code.json / eval-code.json).`,
     '',
     ...GROUPS.map(groupTables),
     '',
