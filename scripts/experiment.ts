@@ -204,12 +204,12 @@ async function pool(jobs: number): Promise<void> {
 }
 
 // ---------------------------------------------------------------- the tables
-/** mean ± sd (sample sd; "n=1" when a single seed is in) of percentages. */
+/** mean ± sample sd of percentages over the seeds that finished (the bare value for a single seed). */
 function stat(values: (number | undefined)[]): string {
   const v = values.filter((x): x is number => x !== undefined && Number.isFinite(x)).map((x) => 100 * x);
   if (v.length === 0) return '–';
   const m = v.reduce((a, b) => a + b, 0) / v.length;
-  if (v.length === 1) return `${m.toFixed(1)} (n=1)`;
+  if (v.length === 1) return m.toFixed(1); // one seed: no spread to show (the seeds column says which)
   const sd = Math.sqrt(v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - 1));
   return `${m.toFixed(1)} ± ${sd.toFixed(1)}`;
 }
@@ -310,7 +310,7 @@ function groupTables(g: Group): string {
     `### ${g.title}`,
     '',
     `Training: ${TRAIN_LIMIT} images (the next ${VAL_LIMIT} for validation), ${g.epochs} epochs${g.warmup ? ` (attack strength warmed up linearly over ${g.warmup})` : ''}, batch 64, Adam 1e-3; ` +
-      `accuracies in % (mean ± sample sd over the seeds listed) on the first ${examples || g.testLimit} MNIST test images.`,
+      `accuracies in % (mean ± sample sd over the seeds listed; a bare value is a single seed) on the first ${examples || g.testLimit} MNIST test images.`,
     '',
     ...a,
     '',

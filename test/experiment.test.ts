@@ -34,7 +34,7 @@ test('experiment --quick: one row trained + evaluated, table rendered, second ru
     const md = readFileSync(results, 'utf8');
     // The finished row has a value for clean accuracy equal to eval.json's; the others say they are missing.
     const clean = (100 * ev.result.cleanAccuracy).toFixed(1);
-    assert.match(md, new RegExp(`\\| Standard training \\| 1 \\| ${clean.replace('.', '\\.')} \\(n=1\\) \\|`));
+    assert.match(md, new RegExp(`\\| Standard training \\| 1 \\| ${clean.replace('.', '\\.')} \\|`));
     assert.match(md, /\| PGD-AT L∞ ε=0\.1, k=7 \| 0 \| \(not run yet\) \|/);
     assert.match(md, /<!-- results:begin[\s\S]*<!-- results:end -->/);
 
