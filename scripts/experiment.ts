@@ -118,8 +118,9 @@ type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-ex
 const readJson = (p: string): Json => JSON.parse(readFileSync(p, 'utf8')) as Json;
 const tryJson = (p: string): Json | undefined => (existsSync(p) ? readJson(p) : undefined);
 const runDir = (g: Group, r: Row, seed: number) => join(runsDir, g.id, r.id, `s${seed}`);
+/** The last commit that changed the package or the CLI (stable when only scripts/docs move on). */
 const commit = (() => {
-  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], {encoding: 'utf8'});
+  const r = spawnSync('git', ['log', '-1', '--format=%h', '--', 'src', 'cli', 'package.json'], {encoding: 'utf8'});
   return r.status === 0 ? r.stdout.trim() : 'unknown';
 })();
 
