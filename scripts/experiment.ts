@@ -245,7 +245,10 @@ function finished(g: Group, r: Row): Done[] {
     const dir = runDir(g, r, seed);
     const ev = tryJson(join(dir, 'eval.json'));
     const meta = tryJson(join(dir, 'run.json'));
-    if (ev && meta) out.push({seed, res: ev.result as Json, meta, perturb: tryJson(join(dir, 'perturbations', 'eval.json'))?.result as Json | undefined});
+    // A per-layer profile re-measured on its own (profile/eval.json) replaces the one in eval.json:
+    // the runs evaluated before the L2-ball + box fix of the deep attack had a too weak input site.
+    const profile = tryJson(join(dir, 'profile', 'eval.json'))?.result?.layerProfile as Json | undefined;
+    if (ev && meta) out.push({seed, res: {...(ev.result as Json), ...(profile ? {layerProfile: profile} : {})}, meta, perturb: tryJson(join(dir, 'perturbations', 'eval.json'))?.result as Json | undefined});
   }
   return out;
 }
