@@ -17,6 +17,7 @@ import {
   forwardOnlyResult,
   gradientTest,
   recordValues,
+  selectRows,
   toFloatCopy,
   whereRows,
 } from './batched.js';
@@ -38,17 +39,35 @@ export interface Evaluation {
   finite: tf.Tensor1D;
 }
 
+/** One batched evaluation with its per-example scalars read back to the host (see {@link StepContext.evaluateHost}). */
+export interface HostEvaluation extends Evaluation {
+  /** ∇J evaluated at these points, J_b read back (float32 values). */
+  J: Float32Array;
+  /** 1 where value, gradient and point are finite. */
+  finiteHost: Uint8Array;
+  /** ‖g_b‖² per example (the value `batchDot(grads, grads)` gives), read back. */
+  gg: Float32Array;
+}
+
 /** What a step gets from the driver (all tensors owned by the driver's tidy). */
 export interface StepContext {
   B: number;
   /** bool [B]: examples still iterating (frozen ones must keep their rows). */
   active: tf.Tensor1D;
+  /** the same flags on the host (1: iterating); read only. */
+  activeHost: Uint8Array;
   /** bool [B]: examples whose direction must restart at steepest ascent now (`restartEvery`). */
   restartDue: tf.Tensor1D;
   /** evaluations this iteration may spend (≥ 1; every call of `evaluate` spends one). */
   evals: number;
   /** one batched gradient evaluation at `xs` (counted). */
   evaluate(xs: tf.Tensor[]): Evaluation;
+  /**
+   * One batched gradient evaluation at `xs` (counted) whose J_b, finiteness flags and ‖g_b‖² are
+   * read back to the host at once: THE read-back of this iteration. A step that calls it decides
+   * per example on the host and returns a {@link HostStepResult} (no second read-back).
+   */
+  evaluateHost(xs: tf.Tensor[]): HostEvaluation;
 }
 
 /** What a step returns: the next state and per-example flags (bool [B]). */
@@ -64,6 +83,26 @@ export interface StepResult<S extends BaseState> {
   restarted?: tf.Tensor1D;
 }
 
+/**
+ * What a step that decided on the host returns (after {@link StepContext.evaluateHost}): the next
+ * state and the per-example outcome as host arrays, so the driver reads nothing back.
+ */
+export interface HostStepResult<S extends BaseState> {
+  state: S;
+  host: {
+    /** J_b of the returned state. */
+    J: Float32Array;
+    /** 1: active, finite and accepted (the point moved). */
+    accept: Uint8Array;
+    /** 1: active and met a non-finite value. */
+    nonFinite: Uint8Array;
+    /** 1: accepted and met the value or gradient tolerance. */
+    converged: Uint8Array;
+    /** 1: the direction was reset to steepest ascent. Default: every example. */
+    restarted?: Uint8Array;
+  };
+}
+
 /** A solver as the driver runs it. */
 export interface SolverSpec<S extends BaseState> {
   /** Maximum number of iterations (after the defaults of the solver). */
@@ -77,7 +116,15 @@ export interface SolverSpec<S extends BaseState> {
   /** the solver state at the start point, from the driver's base state (inside a tidy). */
   init(base: BaseState, B: number): S;
   /** one iteration (inside a tidy). */
-  step(old: S, ctx: StepContext): StepResult<S>;
+  step(old: S, ctx: StepContext): StepResult<S> | HostStepResult<S>;
+  /**
+   * Optional: per-example values of the start state the step needs on the host, as one float
+   * tensor (inside the start tidy); read back with the driver's start read-back and handed to
+   * {@link SolverSpec.onStart}.
+   */
+  startValues?(s: S, B: number): tf.Tensor;
+  /** Optional: called once after the start read-back with J_b at x0 and the values of `startValues`. */
+  onStart?(J: Float32Array, values: Float32Array | undefined, active: Uint8Array): void;
 }
 
 /** Resolved stopping tolerances. */
@@ -117,10 +164,7 @@ export function acceptance(
   return {accept, reject, nonFinite, converged, gg};
 }
 
-/** Row-wise select of a whole list. */
-export function selectRows(mask: tf.Tensor, a: tf.Tensor[], b: tf.Tensor[]): tf.Tensor[] {
-  return a.map((ai, i) => whereRows(mask, ai, b[i]));
-}
+export {selectRows};
 
 /**
  * Runs a solver: one evaluation at x0, then iterations until every example is frozen, the
@@ -154,12 +198,13 @@ export function runSolver<S extends BaseState>(
       const g = e.grads.map((gi) => whereRows(fin, gi, tf.zerosLike(gi)));
       const gg = batchDot(g, g, B);
       const s = spec.init({x, J: e.value, g, gg}, B);
-      const packed = tf.concat([e.value, tf.cast(fin, 'float32'), tf.cast(gradientTest(gg, e.value, t.gtol), 'float32')]);
+      const extra = spec.startValues ? [tf.reshape(spec.startValues(s, B), [-1])] : [];
+      const packed = tf.concat([e.value, tf.cast(fin, 'float32'), tf.cast(gradientTest(gg, e.value, t.gtol), 'float32'), ...extra]);
       return {s, packed};
     });
     state = init.s;
-    const v0 = init.packed.dataSync();
-    init.packed.dispose();
+    const v0 = (init.packed as tf.Tensor).dataSync() as Float32Array;
+    (init.packed as tf.Tensor).dispose();
 
     const active = new Uint8Array(B);
     const sinceRestart = new Int32Array(B);
@@ -173,6 +218,7 @@ export function runSolver<S extends BaseState>(
       else active[b] = 1;
     }
     recordValues(Array.from(v0.subarray(0, B)), history, exampleHistory);
+    spec.onStart?.(v0.slice(0, B), spec.startValues ? v0.slice(3 * B) : undefined, active);
 
     let iterations = 0;
     while (iterations < spec.maxIterations && active.some((a) => a === 1)) {
@@ -185,6 +231,7 @@ export function runSolver<S extends BaseState>(
         const ctx: StepContext = {
           B,
           active: tf.tensor1d(active, 'bool'),
+          activeHost: active,
           restartDue: tf.tensor1d(due, 'bool'),
           evals,
           evaluate: (xs: tf.Tensor[]) => {
@@ -192,8 +239,21 @@ export function runSolver<S extends BaseState>(
             gradientEvaluations++;
             return {...e, finite: finitePerExample(e.value, e.grads, xs, B)};
           },
+          evaluateHost: (xs: tf.Tensor[]) => {
+            const e = evaluate(f, xs, B);
+            gradientEvaluations++;
+            const finite = finitePerExample(e.value, e.grads, xs, B);
+            const gg = batchDot(e.grads, e.grads, B);
+            const packed = tf.concat([e.value, tf.cast(finite, 'float32'), gg]);
+            const v = packed.dataSync() as Float32Array;
+            packed.dispose();
+            const fin = new Uint8Array(B);
+            for (let b = 0; b < B; b++) fin[b] = v[B + b] === 1 ? 1 : 0;
+            return {...e, finite, J: v.slice(0, B), finiteHost: fin, gg: v.slice(2 * B, 3 * B)};
+          },
         };
         const r = spec.step(old, ctx);
+        if ('host' in r) return {s: r.state, host: r.host};
         const restarted = r.restarted ?? tf.onesLike(r.accept);
         const packed = tf.concat([
           r.state.J,
@@ -206,19 +266,25 @@ export function runSolver<S extends BaseState>(
       });
       state = next.s;
       disposeStateExcept(old, state);
-      const v = next.packed.dataSync();
-      next.packed.dispose();
+      let out: {J: ArrayLike<number>; accept: ArrayLike<number>; nonFinite: ArrayLike<number>; converged: ArrayLike<number>; restarted?: ArrayLike<number>};
+      if (next.host) {
+        out = next.host;
+      } else {
+        const v = (next.packed as tf.Tensor).dataSync();
+        (next.packed as tf.Tensor).dispose();
+        out = {J: v.subarray(0, B), accept: v.subarray(B, 2 * B), nonFinite: v.subarray(2 * B, 3 * B), converged: v.subarray(3 * B, 4 * B), restarted: v.subarray(4 * B)};
+      }
       iterations++;
 
       for (let b = 0; b < B; b++) {
         if (active[b] !== 1) continue;
-        if (v[2 * B + b] === 1) {
+        if (out.nonFinite[b] === 1) {
           nonFinite++;
           active[b] = 0;
-        } else if (v[B + b] === 1) {
+        } else if (out.accept[b] === 1) {
           rejections[b] = 0;
-          sinceRestart[b] = v[4 * B + b] === 1 ? 0 : sinceRestart[b] + 1;
-          if (v[3 * B + b] === 1) {
+          sinceRestart[b] = (out.restarted?.[b] ?? 1) === 1 ? 0 : sinceRestart[b] + 1;
+          if (out.converged[b] === 1) {
             converged++;
             active[b] = 0;
           }
@@ -231,7 +297,7 @@ export function runSolver<S extends BaseState>(
           }
         }
       }
-      const m = recordValues(Array.from(v.subarray(0, B)), history, exampleHistory);
+      const m = recordValues(Array.from(out.J), history, exampleHistory);
       options.onIteration?.({iteration: iterations, meanObjective: m, gradientEvaluations});
     }
 
@@ -255,7 +321,7 @@ export function runSolver<S extends BaseState>(
   }
 }
 
-/** `tf.tidy` for a solver state plus one packed read-back tensor (the state type is not a TensorContainer for TypeScript). */
-function tidyState<S>(fn: () => {s: S; packed: tf.Tensor}): {s: S; packed: tf.Tensor} {
-  return tf.tidy(fn as unknown as () => tf.TensorContainer) as unknown as {s: S; packed: tf.Tensor};
+/** `tf.tidy` for a solver state plus one packed read-back tensor or host values (the state type is not a TensorContainer for TypeScript). */
+function tidyState<S, H = never>(fn: () => {s: S; packed?: tf.Tensor; host?: H}): {s: S; packed?: tf.Tensor; host?: H} {
+  return tf.tidy(fn as unknown as () => tf.TensorContainer) as unknown as {s: S; packed?: tf.Tensor; host?: H};
 }

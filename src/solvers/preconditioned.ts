@@ -5,8 +5,19 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverOptions, SolverResult} from './types.js';
-import {axpy, batchDot, checkBatch, expandAs, gradientTest, rowSelector, select, TINY, whereRows} from './batched.js';
-import {acceptance, BaseState, runSolver, selectRows, tolerances, type StepContext, type StepResult} from './driver.js';
+import {axpy, backendSign, batchDot, checkBatch, expandAs, gradientTest, hostSelect, rowSelector, select, stepRows, TINY, whereRows} from './batched.js';
+import {acceptance, BaseState, runSolver, selectRows, tolerances, type HostStepResult, type StepContext, type StepResult} from './driver.js';
+
+let hostDecisions = true;
+
+/**
+ * Turns the host-decision iteration of {@link preconditionedAscent} off (`false`: every
+ * per-example decision as tensor ops, the path PR+ always takes) or back on. Both give the same
+ * iterates; for tests and A/B measurements. @internal
+ */
+export function setPreconditionedHostDecisions(on: boolean): void {
+  hostDecisions = on;
+}
 
 /** Options of {@link preconditionedAscent}. */
 export interface PreconditionedAscentOptions extends SolverOptions {
@@ -129,6 +140,9 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     throw new Error(`preconditionedAscent: anneal.sign must hold ${x0.length} booleans (one per tensor), got ${JSON.stringify(annSign)}`);
   }
   let iteration = 0;
+  if (hostDecisions && !options.conjugate) {
+    return runSolver(f, x0, options, hostSpec());
+  }
 
   // annealing state (with `anneal` only): per example the phase flag, the iteration and step at the
   // switch, and the current iterate xc/Jc (x/J are then the best point met)
@@ -205,7 +219,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     const p = (options.conjugate ? old.p : old.D).map((d, i) => {
       if (!annSign?.[i]) return d;
       const mag = tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1);
-      return whereRows(on, tf.mul(tf.sign(d), expandAs(mag, d)), d);
+      return whereRows(on, tf.mul(backendSign(d), expandAs(mag, d)), d);
     });
     const xn = an.xc.map((x, i) => {
       const a = annScale && annScale[i] !== 1 ? (select(on, tf.mul(alpha, annScale[i]), alpha) as tf.Tensor1D) : alpha;
@@ -266,4 +280,155 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     ) as tf.Tensor1D;
     return {state, accept: move, nonFinite: a.nonFinite, converged, restarted};
   }
+  /**
+   * The iteration without PR+, with every per-example decision made on the host: the driver's
+   * `evaluateHost` reads back J_b, the finiteness flags and ‖g_b‖² of the candidate (the
+   * iteration's one read-back) and the rules of `step`/`annealedStep` above run as plain loops over
+   * B numbers, in float32 arithmetic (`Math.fround` after every operation the tensor ops round)
+   * so that the decisions and step sizes are the same. The device then runs only the row-wise
+   * work: the step x + α·p (one fused kernel per tensor on wasm/cpu), the evaluation, the direction
+   * and the row selects by host masks (skipped when a mask is all ones or all zeros). Measured on
+   * the wasm MLP of `bench/deep_cost.ts`: it replaces about 100 small kernels per iteration.
+   */
+  function hostSpec() {
+    type HState = BaseState & {D: tf.Tensor[]; xc: tf.Tensor[]};
+    const fr = Math.fround;
+    const maxStepF = fr(maxStep);
+    const growF = fr(grow);
+    const shrinkF = fr(shrink);
+    const tolF = fr(t.tol);
+    const gtolF = fr(t.gtol);
+    const floorF = fr(annFloor);
+    const halfF = fr((1 - annFloor) / 2);
+    const piF = fr(Math.PI);
+    const scaleF = x0.map((_, i) => fr(annScale?.[i] ?? 1));
+    const startF = annStart != null ? fr(annStart) : undefined;
+    // per example: best J, current J (the annealed iterate), step, phase flag, rejection count, switch iteration and step
+    const Jbest = new Float32Array(B);
+    const Jc = new Float32Array(B);
+    const gg = new Float32Array(B);
+    const alpha = new Float32Array(B);
+    const on = new Uint8Array(B);
+    const rej = new Float32Array(B);
+    const s0 = new Float32Array(B);
+    const a0 = new Float32Array(B);
+    const gradOk = (ggb: number, J: number) => t.gtol >= 0 && fr(Math.sqrt(ggb)) <= fr(gtolF * Math.max(1, Math.abs(J)));
+    return {
+      maxIterations: options.maxIterations ?? 40,
+      restartEvery: Infinity,
+      maxConsecutiveRejections: options.maxConsecutiveRejections ?? 8,
+      evalsForIteration: (remaining: number) => (remaining >= 1 ? 1 : 0),
+      init: (s: BaseState): HState => {
+        const D = dirOf(s.x, s.g);
+        s.g.forEach((g) => g.dispose());
+        // xc is the same tensors as x until the first annealed move
+        return {...s, g: [], D, xc: s.x};
+      },
+      startValues: (s: HState) => {
+        const a = typeof init === 'function' ? init(s.J) : Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init);
+        return tf.concat([tf.cast(a, 'float32'), s.gg]);
+      },
+      onStart: (J: Float32Array, v: Float32Array | undefined) => {
+        Jbest.set(J);
+        Jc.set(J);
+        alpha.set((v as Float32Array).subarray(0, B));
+        gg.set((v as Float32Array).subarray(B, 2 * B));
+      },
+      step: (old: HState, ctx: StepContext): HostStepResult<HState> => {
+        iteration++;
+        const act = ctx.activeHost;
+        // 1. the step of every example (0 when frozen) and, per tensor, its scaled/signed variant;
+        // annealing examples: a0·(floor + (1 − floor)·½(1 + cos πτ)) with the cosine on the device
+        // (the wasm Cos kernel is not correctly rounded: the host's Math.cos would change the steps)
+        const a = new Float32Array(B);
+        const onAct = new Uint8Array(B);
+        const piTau = new Float32Array(B);
+        let anyOn = false;
+        for (let b = 0; b < B; b++) {
+          if (act[b] !== 1) continue;
+          if (on[b] === 1) {
+            anyOn = true;
+            onAct[b] = 1;
+            const tau = Math.min(1, Math.max(0, fr(fr(fr(iteration - 1) - s0[b]) / Math.max(fr(fr(lastIteration - 1) - s0[b]), 1))));
+            piTau[b] = fr(piF * tau);
+          } else {
+            a[b] = alpha[b];
+          }
+        }
+        let aT = tf.tensor1d(a);
+        let onMask: tf.Tensor1D | null = null;
+        if (anyOn) {
+          onMask = tf.tensor1d(on.slice(), 'bool');
+          const cosine = tf.add(floorF, tf.mul(halfF, tf.add(1, tf.cos(tf.tensor1d(piTau)))));
+          aT = select(tf.tensor1d(onAct, 'bool'), tf.mul(tf.tensor1d(a0.slice()), cosine), aT) as tf.Tensor1D;
+        }
+        const xn = old.xc.map((x, i) => {
+          const ai = anyOn && scaleF[i] !== 1 ? (select(onMask as tf.Tensor1D, tf.mul(aT, scaleF[i]), aT) as tf.Tensor1D) : aT;
+          const d = old.D[i];
+          const signRows = anyOn && annSign?.[i] ? {mask: onMask as tf.Tensor1D, mag: tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1) as tf.Tensor1D} : undefined;
+          return stepRows(x, ai, d, signRows);
+        });
+        // 2. the evaluation (the read-back) and the next direction
+        const e = ctx.evaluateHost(xn);
+        const D = dirOf(xn, e.grads);
+        // 3. per-example decisions (the rules of `annealedStep`, or of `step` when no example anneals)
+        const move = new Uint8Array(B);
+        const improve = new Uint8Array(B);
+        const nonFinite = new Uint8Array(B);
+        const converged = new Uint8Array(B);
+        for (let b = 0; b < B; b++) {
+          if (act[b] !== 1) continue;
+          if (e.finiteHost[b] !== 1) {
+            nonFinite[b] = 1;
+            continue;
+          }
+          const J = e.J[b];
+          const accept = J >= Jc[b];
+          const big = alpha[b] > maxStepF;
+          const wasOn = on[b] === 1;
+          let switchNow = false;
+          if (!accept && !wasOn && !big && ann) {
+            rej[b] += 1;
+            switchNow = rej[b] >= annAfter;
+          }
+          const moves = accept || wasOn || switchNow;
+          const better = J >= Jbest[b];
+          if (wasOn) {
+            converged[b] = better && gradOk(e.gg[b], J) ? 1 : 0;
+          } else if (accept) {
+            const dJ = fr(J - Jc[b]);
+            const valueConv = t.tol >= 0 && dJ >= 0 && dJ <= fr(tolF * Math.max(1, Math.abs(Jc[b])));
+            converged[b] = valueConv || gradOk(e.gg[b], J) ? 1 : 0;
+          }
+          if (switchNow) {
+            on[b] = 1;
+            s0[b] = iteration - 1;
+            a0[b] = startF ?? alpha[b];
+          }
+          alpha[b] = accept ? fr(Math.min(Math.max(maxStepF, alpha[b]), fr(growF * alpha[b]))) : big ? 1 : fr(shrinkF * alpha[b]);
+          if (moves) {
+            move[b] = 1;
+            Jc[b] = J;
+            gg[b] = e.gg[b];
+          }
+          if (better) {
+            improve[b] = 1;
+            Jbest[b] = J;
+          }
+        }
+        // 4. row selects by the host masks
+        const state: HState = {
+          x: hostSelect(improve, xn, old.x),
+          J: tf.tensor1d(Jbest.slice()),
+          g: [],
+          gg: tf.tensor1d(gg.slice()),
+          D: hostSelect(move, D, old.D),
+          xc: ann ? hostSelect(move, xn, old.xc) : [],
+        };
+        if (!ann) state.xc = state.x;
+        return {state, host: {J: Jbest.slice(), accept: move, nonFinite, converged}};
+      },
+    };
+  }
 }
+
