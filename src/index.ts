@@ -76,7 +76,7 @@ export type {
   PgdTrainingOptions,
   FgsmTrainingOptions,
 } from './training/train_step.js';
-export {linearWarmup, strengthAt, scalePenalty} from './training/schedules.js';
+export {linearWarmup, linearWarmupSteps, strengthAt, scalePenalty} from './training/schedules.js';
 export type {StrengthSchedule} from './training/schedules.js';
 
 export {evaluateRobustness, layerVulnerability, worstCaseAccuracy, correctPredictions} from './eval/robustness.js';

@@ -28,7 +28,8 @@ function cli(args: string[]): {code: number | null; stdout: string; stderr: stri
 }
 
 /** Tiny, fast training settings (cpu backend, deterministic). */
-const TINY = ['--limit', '96', '--batch-size', '32', '--val-limit', '32', '--max-iterations', '2', '--backend', 'cpu', '--progress', 'lines', '--seed', '5'];
+// 3 batches per epoch; the attack strength ramps over the first 4 steps (across the epoch boundary, also on --resume)
+const TINY = ['--limit', '96', '--batch-size', '32', '--val-limit', '32', '--max-iterations', '2', '--backend', 'cpu', '--progress', 'lines', '--seed', '5', '--warmup-steps', '4'];
 
 /** Spawns the CLI, calls `onLine` for every stdout line; resolves with the exit code and output. */
 function spawnCli(args: string[], onLine: (line: string, child: ReturnType<typeof spawn>) => void): Promise<{code: number | null; signal: string | null; stdout: string; stderr: string}> {
@@ -95,6 +96,7 @@ describe('CLI', () => {
       [['train', '--backend', 'gpu'], /--backend/],
       [['train', '--no-such-flag'], /--no-such-flag/],
       [['train', '--input-penalty', '{"kind":"linf"}'], /--input-penalty.*epsilon/],
+      [['train', '--warmup', '1', '--warmup-steps', '10'], /--warmup 1 \(epochs\) and --warmup-steps 10: give one warm-up, not both/],
       [['eval', 'x', '--attacks', 'pgd,cw'], /--attacks.*cw/s],
       [['eval', 'x', '--epsilons', '0,-1'], /--epsilons/],
       [['eval', 'x', '--quant-bits', '8,0'], /--quant-bits.*integers from 1 to 16/s],
@@ -125,6 +127,9 @@ describe('CLI', () => {
     assert.equal(meta.history.length, 2);
     assert.ok(Object.keys(meta.history[0]).some((k) => k.startsWith('adv_norm_')), 'per-layer disturbance norms logged');
     assert.ok(meta.history[1].val_pgd_acc >= 0 && meta.history[1].val_acc >= 0);
+    // --warmup-steps 4 over 3 batches per epoch: strengths 0, ¼, ½ | ¾, 1, 1 (epoch means 0.25, 0.9167)
+    assert.equal(meta.options.warmupSteps, 4);
+    assert.ok(Math.abs(meta.history[0].adv_strength - 0.25) < 1e-9 && Math.abs(meta.history[1].adv_strength - 11 / 12) < 1e-9, `adv_strength ${meta.history.map((h: {adv_strength: number}) => h.adv_strength)}`);
 
     const e = cli(['eval', run, '--limit', '40', '--epsilons', '0,0.1', '--pgd-steps', '3', '--deep-iterations', '2', '--layer-profile', '0.1',
       '--convergence-examples', '8', '--convergence-evals', '6', '--backend', 'cpu', '--progress', 'off', '--batch-size', '20',

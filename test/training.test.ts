@@ -12,7 +12,7 @@ import {disturbance} from '../src/layers/disturbance.js';
 import {disturbanceLayers, instrument} from '../src/model/instrument.js';
 import {adversarialCallback} from '../src/training/callback.js';
 import {attachedState, installTrainHook, originalMakeTrainFunction, originalTrainFunction, trainingModel} from '../src/training/hook.js';
-import {linearWarmup, scalePenalty, strengthAt} from '../src/training/schedules.js';
+import {linearWarmup, linearWarmupSteps, scalePenalty, strengthAt} from '../src/training/schedules.js';
 import {
   adversarialStep,
   AdversarialTrainingOptions,
@@ -473,6 +473,46 @@ describe('features', () => {
     assert.deepEqual(hp.history.adv_epsilon, [0, 0.05, 0.2]);
     const norms = hp.history.adv_norm_input as number[];
     assert.ok(Math.abs(norms[1] - 0.05) < 1e-6 && Math.abs(norms[2] - 0.2) < 1e-6, `PGD ‖δ‖∞ ${norms}`);
+    tf.dispose([x, y]);
+  });
+
+  it('schedules: {warmupSteps} ramps the strength every batch, across epochs, from initialStep; PGD ε follows it', async () => {
+    assert.deepEqual([0, 1, 2, 3, 4, 5].map(linearWarmupSteps(4)), [0, 0.25, 0.5, 0.75, 1, 1]);
+    assert.deepEqual([0, 2, 4].map(linearWarmupSteps(4, 0.5)), [0.5, 0.75, 1]);
+    assert.equal(strengthAt({warmupSteps: 10}, 3, 'sched', 5), 0.5);
+    assert.equal(strengthAt({warmupSteps: 0}, 0, 'sched', 0), 1);
+    assert.throws(() => strengthAt({warmupSteps: 2, warmupEpochs: 1} as never, 0, 'sched'), /sched: give warmupEpochs or warmupSteps, not both/);
+    assert.throws(() => strengthAt({warmupSteps: 1.5}, 0, 'sched'), /sched: linearWarmupSteps: warmupSteps must be an integer >= 0, got 1.5/);
+    assert.throws(() => strengthAt((e, t) => (t > 1 ? NaN : 1), 0, 'sched', 2), /sched returned NaN for epoch 0 \(step 2\)/);
+
+    const {x, y} = data(16, 52);
+    const run = async (initialStep?: number) => {
+      const m = mlp(3);
+      const seen: {eps: number; s: number}[] = [];
+      const rec = new tfl.CustomCallback({onBatchEnd: async (_b, logs) => void seen.push({eps: logs?.adv_epsilon as number, s: logs?.adv_strength as number})});
+      const h = await m.fit(x, y, {
+        epochs: 2,
+        batchSize: 4,
+        shuffle: false,
+        verbose: 0,
+        callbacks: [rec, adversarialCallback({method: 'pgd', epsilon: 0.2, steps: 2, seed: 1, schedule: {warmupSteps: 6}, initialStep})],
+      });
+      m.dispose();
+      return {seen, h};
+    };
+    // 4 batches per epoch, 8 steps: s = t/6 for t = 0..5, then 1 (the ramp crosses the epoch boundary)
+    const a = await run();
+    const want = [0, 1, 2, 3, 4, 5, 6, 7].map((t) => Math.min(1, t / 6));
+    a.seen.forEach((r, t) => {
+      assert.ok(Math.abs(r.s - want[t]) < 1e-12, `step ${t}: strength ${r.s}, want ${want[t]}`);
+      assert.ok(Math.abs(r.eps - 0.2 * want[t]) < 1e-9, `step ${t}: ε ${r.eps}, want ${0.2 * want[t]}`);
+    });
+    // the epoch logs are the mean over the epoch's batches
+    const epochMeans = [want.slice(0, 4), want.slice(4)].map((v) => v.reduce((p, q) => p + q, 0) / 4);
+    (a.h.history.adv_strength as number[]).forEach((v, e) => assert.ok(Math.abs(v - epochMeans[e]) < 1e-9, `epoch ${e}: ${v} vs ${epochMeans[e]}`));
+    // a fit resumed at step 3 continues the ramp there
+    const b = await run(3);
+    b.seen.forEach((r, t) => assert.ok(Math.abs(r.s - Math.min(1, (t + 3) / 6)) < 1e-12, `resumed step ${t}: ${r.s}`));
     tf.dispose([x, y]);
   });
 

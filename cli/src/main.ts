@@ -83,6 +83,7 @@ export function buildProgram(exit: {code: number}): Command {
     .option('--max-grad-evals <n>', 'deep: budget of batched gradient evaluations per batch (default: none)', intArg(1))
     .option('--clean-weight <w>', 'weight α of the clean loss in the update (α·clean + (1−α)·adversarial)', numArg(0), 0)
     .option('--warmup <epochs>', 'linear warm-up of the attack strength over this many epochs', intArg(0), 0)
+    .option('--warmup-steps <n>', 'linear warm-up of the attack strength over the first N optimizer steps (batches), ramped every batch; instead of --warmup', intArg(0), 0)
     .option('--epochs <n>', 'epochs (with --resume: the new total)', intArg(1), 3)
     .option('--batch-size <n>', 'batch size', intArg(1), 64)
     .option('--learning-rate <lr>', 'Adam learning rate', numArg(0), 0.001)

@@ -117,7 +117,7 @@ function penaltyText(json: string | undefined, fallback: string): string {
 /** What a run trained with, e.g. `pgd (ε=0.3, 7 steps, warm-up 2 epochs)`, honouring --input/--hidden-penalty. */
 function trainingSummary(o: RunMetadata['options']): string {
   if (o.method === 'none') return 'plain';
-  const warm = o.warmup > 0 ? `, warm-up ${o.warmup} epochs` : '';
+  const warm = o.warmup > 0 ? `, warm-up ${o.warmup} epochs` : (o.warmupSteps ?? 0) > 0 ? `, warm-up ${o.warmupSteps} steps` : '';
   if (o.method === 'deep') {
     const input = penaltyText(o.inputPenalty, `${o.norm} ε=${o.epsilon}`);
     const hidden = penaltyText(o.hiddenPenalty, `quadratic λ=${o.lambda}`);

@@ -18,6 +18,8 @@ export interface TrainCommandOptions {
   maxGradEvals?: number;
   cleanWeight: number;
   warmup: number;
+  /** Linear warm-up over this many optimizer steps (0 or absent: none; runs before 0.x have no field). */
+  warmupSteps?: number;
   epochs: number;
   batchSize: number;
   learningRate: number;

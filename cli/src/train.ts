@@ -24,6 +24,7 @@ import {adversarialCallback, AdversarialCallbackOptions} from 'tfjs-deep-adversa
 import {correctPredictions} from 'tfjs-deep-adversarial';
 import type {BackendChoice} from 'tfjs-deep-adversarial/node';
 import {registeredWasmKernels} from 'tfjs-deep-adversarial';
+import {linearWarmupSteps} from 'tfjs-deep-adversarial';
 import {CheckpointState, LoadedCheckpoint, loadLatestCheckpoint, NoCheckpointError, PartialEpoch, restoreOptimizer, saveCheckpoint} from './checkpoint.js';
 import {asUsageError, BACKENDS, buildModel, Dataset, hasConv, loadData, loadModel, readJson, resolveModelDir, timestamp, toModelInput, UsageError, useBackend} from './common.js';
 import {createProgress, Progress} from './progress.js';
@@ -144,11 +145,15 @@ function parsePenalty(json: string | undefined, flag: string): PenaltyConfig | n
   }
 }
 
-function adversarialOptions(o: TrainCommandOptions, epoch: number): AdversarialCallbackOptions | null {
+function adversarialOptions(o: TrainCommandOptions, epoch: number, batchesPerEpoch: number): AdversarialCallbackOptions | null {
+  const warmupSteps = o.warmupSteps ?? 0;
+  // One callback (and fit) per epoch: its step counter starts at the batch within the epoch, so the
+  // warm-up over optimizer steps counts the earlier epochs' batches itself.
+  const ramp = warmupSteps > 0 ? linearWarmupSteps(warmupSteps) : null;
   const common = {
     seed: hashSeed(o.seed, 7919, epoch),
     cleanWeight: o.cleanWeight,
-    schedule: o.warmup > 0 ? {warmupEpochs: o.warmup} : undefined,
+    schedule: o.warmup > 0 ? {warmupEpochs: o.warmup} : ramp ? (e: number, step: number) => ramp(e * batchesPerEpoch + step) : undefined,
   };
   switch (o.method) {
     case 'deep':
@@ -290,6 +295,7 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
   const builtin = o.model === 'mlp' || o.model === 'cnn';
   const inputPenalty = parsePenalty(o.inputPenalty, '--input-penalty');
   const hiddenPenalty = parsePenalty(o.hiddenPenalty, '--hidden-penalty');
+  if (o.warmup > 0 && (o.warmupSteps ?? 0) > 0) throw new UsageError(`--warmup ${o.warmup} (epochs) and --warmup-steps ${o.warmupSteps}: give one warm-up, not both.`);
   if (o.method === 'deep' && inputPenalty === null && hiddenPenalty === null) {
     throw new UsageError('--input-penalty none with --hidden-penalty none leaves deep training nothing to disturb; give one of them a penalty, or use --method none for plain training.');
   }
@@ -431,7 +437,7 @@ export async function trainCommand(opts: TrainCommandOptions, log: (s: string) =
       const baseBatch = skipBatches;
       carried = undefined;
       skipBatches = 0;
-      const advOptions = adversarialOptions(o, epoch);
+      const advOptions = adversarialOptions(o, epoch, batchesPerEpoch);
       // Continue the attack's per-step seed stream where the interrupted epoch stopped.
       const adv = advOptions ? adversarialCallback({...advOptions, initialStep: baseBatch}) : null;
       let batchesDone = baseBatch;

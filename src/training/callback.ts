@@ -105,7 +105,11 @@ export interface FgsmGuardOptions {
 
 /** Options of {@link adversarialCallback}: a method's options plus schedule, validation and guard. */
 export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
-  /** Strength schedule (ε / λ warm-up), see `schedules.ts`. Default: full strength every epoch. */
+  /**
+   * Strength schedule (ε / λ warm-up), see `schedules.ts`: `{warmupEpochs: N}` (one strength per
+   * epoch), `{warmupSteps: N}` (ramped every batch over the first N optimizer steps of the fit,
+   * counted from `initialStep`), or a function `(epoch, step) => s`. Default: full strength.
+   */
   schedule?: StrengthSchedule;
   /** Adversarial validation accuracy (`val_adv_acc`) at every epoch end. */
   validateAdversarial?: ValidateAdversarialOptions;
@@ -116,7 +120,8 @@ export type AdversarialCallbackOptions = AdversarialTrainingOptions & {
    * default 0). With `seed`, step k of a fit draws its random start from the stream of step
    * `initialStep + k`; a run interrupted after b batches of an epoch and resumed with a fit over the
    * remaining batches and `initialStep: b` therefore draws exactly the random starts of an
-   * uninterrupted epoch. Without `seed` it has no effect.
+   * uninterrupted epoch. It is also the first step a `schedule` sees (`{warmupSteps}` or a
+   * function `(epoch, step) => s`): a fit resumed at step b continues the warm-up where it stopped.
    */
   initialStep?: number;
 };
@@ -268,7 +273,7 @@ function describe(v: unknown): string {
 export class AdversarialCallback extends tfl.Callback {
   /** The options this callback was created with. */
   readonly options: AdversarialCallbackOptions;
-  private readonly strengthOf: (epoch: number) => number;
+  private readonly strengthOf: (epoch: number, step: number) => number;
   private prep: PreparedTraining | null = null;
   private trainingModelRef: tfl.LayersModel | null = null;
   /** The model of the fit that called setModel and has not reached onTrainBegin yet. */
@@ -293,7 +298,7 @@ export class AdversarialCallback extends tfl.Callback {
     }
     this.options = options;
     checkKnownKeys(options, [...METHOD_KEYS[options.method], ...CALLBACK_ONLY_KEYS], `adversarialCallback (method '${options.method}')`);
-    if (options.schedule != null && typeof options.schedule === 'object') checkKnownKeys(options.schedule, ['warmupEpochs', 'start'], 'adversarialCallback: options.schedule');
+    if (options.schedule != null && typeof options.schedule === 'object') checkKnownKeys(options.schedule, ['warmupEpochs', 'warmupSteps', 'start'], 'adversarialCallback: options.schedule');
     if (options.validateAdversarial != null) checkKnownKeys(options.validateAdversarial, VALIDATE_ADVERSARIAL_KEYS, 'adversarialCallback: options.validateAdversarial');
     if (options.fgsmGuard != null && typeof options.fgsmGuard === 'object') checkKnownKeys(options.fgsmGuard, FGSM_GUARD_KEYS, 'adversarialCallback: options.fgsmGuard');
     this.strengthOf = scheduleFunction(options.schedule, 'adversarialCallback: options.schedule');
@@ -348,9 +353,9 @@ export class AdversarialCallback extends tfl.Callback {
     super.setModel(model);
   }
 
-  /** The strength s of the schedule at `epoch` (validated). */
-  strengthAt(epoch: number): number {
-    return strengthAt((e: number) => this.strengthOf(e), epoch, 'adversarialCallback: options.schedule');
+  /** The strength s of the schedule at `epoch` and optimizer `step` (validated). */
+  strengthAt(epoch: number, step = 0): number {
+    return strengthAt((e: number, t: number) => this.strengthOf(e, t), epoch, 'adversarialCallback: options.schedule', step);
   }
 
   /** True unless this callback is attached to `model` within the fit that is running now. */
@@ -368,6 +373,7 @@ export class AdversarialCallback extends tfl.Callback {
     const where = `adversarialCallback (epoch ${this.epoch}, batch ${this.batch})`;
     try {
       const seed = this.options.seed === undefined ? undefined : deriveSeed(this.options.seed, this.globalStep);
+      this.strength = this.strengthAt(this.epoch, this.globalStep);
       const {outs, stats} = runAdversarialStep(prep, data, original, {strength: this.strength, seed, where});
       this.globalStep++;
       const logs = statsToLogs(stats);
@@ -407,7 +413,7 @@ export class AdversarialCallback extends tfl.Callback {
     } catch (e) {
       throw new Error(`adversarialCallback: validation/guard data: ${(e as Error).message}`);
     }
-    this.strengthAt(0); // fail now on a broken schedule
+    this.strengthAt(0, this.options.initialStep ?? 0); // fail now on a broken schedule
     this.prep = prep;
     this.trainingModelRef = model;
     this.historyRef = fitHistory(model);
@@ -418,7 +424,6 @@ export class AdversarialCallback extends tfl.Callback {
 
   override async onEpochBegin(epoch: number): Promise<void> {
     this.epoch = epoch;
-    this.strength = this.strengthAt(epoch);
     this.accumulator = new EpochAccumulator();
   }
 
