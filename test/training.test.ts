@@ -516,6 +516,38 @@ describe('features', () => {
     tf.dispose([x, y]);
   });
 
+  it('warns once when the units before a hidden Disturbance layer have died (constant model), not for a healthy one', async () => {
+    const {x, y} = data(100, 53);
+    const run = async (bias: number) => {
+      const base = tfl.sequential({layers: [tfl.layers.dense({units: 8, inputShape: [4], activation: 'relu', name: 'hid'}), tfl.layers.dense({units: 3, activation: 'softmax', name: 'out'})]});
+      base.setWeights(base.getWeights().map((w, i) => (i === 1 ? tf.fill(w.shape, bias) : tf.tensor(rand(w.size, 5 + i, -0.8, 0.8), w.shape))));
+      const m = instrument(base, {input: {kind: 'linf', epsilon: 0.1}, hidden: {kind: 'linf', epsilon: 0.05}});
+      m.compile({optimizer: tf.train.sgd(0.1), loss: 'categoricalCrossentropy'});
+      const warnings: string[] = [];
+      const warn = console.warn;
+      console.warn = (msg: string) => void warnings.push(msg);
+      const before = tf.memory().numTensors;
+      try {
+        // 100 examples, batch 4: 25 steps per epoch; the check runs every 25 steps
+        await m.fit(x, y, {epochs: 2, batchSize: 4, shuffle: false, verbose: 0, callbacks: [adversarialCallback({method: 'deep', maxGradientEvaluations: 2, seed: 1})]});
+      } finally {
+        console.warn = warn;
+      }
+      assert.equal(tf.memory().numTensors, before, 'no tensors left by the check');
+      const hidden = disturbanceLayers(m).map((l) => l.name).filter((n) => !n.includes('input'));
+      m.dispose();
+      return {warnings, hidden};
+    };
+    const dead = await run(-100);
+    assert.equal(dead.warnings.length, 1, `one warning per fit: ${dead.warnings}`);
+    assert.match(dead.warnings[0], /epoch 0, batch 24\).*Disturbance layer '.*' are 0 for every example.*warmupSteps/s);
+    assert.ok(dead.warnings[0].includes(`'${dead.hidden[0]}'`), `names ${dead.hidden[0]}: ${dead.warnings[0]}`);
+    assert.ok(!/input/.test(dead.warnings[0].split('are 0')[0]), 'the input site is not reported');
+    const healthy = await run(0.1);
+    assert.deepEqual(healthy.warnings, []);
+    tf.dispose([x, y]);
+  });
+
   it('logs per batch (seen by callbacks listed before it) and per epoch into history; validateAdversarial adds val_adv_acc', async () => {
     const {x, y} = data(16, 61);
     const m = deepMlp(4);

@@ -44,6 +44,7 @@ import {attachState, detachState, isHooked, TrainFunction, TrainHookState} from 
 import {scheduleFunction, StrengthSchedule, strengthAt} from './schedules.js';
 import {
   AdversarialTrainingOptions,
+  deadDisturbanceLayers,
   FgsmTrainingOptions,
   PreparedTraining,
   prepareAdversarialTraining,
@@ -160,6 +161,9 @@ function deriveSeed(seed: number, step: number): number {
 }
 
 /** Keys summed (not averaged) over an epoch. */
+/** Deep training checks for dead Disturbance-layer inputs every this many optimizer steps (one clean forward pass). */
+const DEAD_CHECK_EVERY = 25;
+
 const SUM_KEYS = new Set(['adv_nonfinite', 'adv_skipped_updates']);
 /** Keys averaged per batch (not weighted by batch size). */
 const PER_BATCH_KEYS = new Set(['adv_iterations', 'adv_grad_evals']);
@@ -283,6 +287,9 @@ export class AdversarialCallback extends tfl.Callback {
   private batch = 0;
   private globalStep = 0;
   private strength = 1;
+  /** Optimizer steps of the current fit, and whether the dead-layer warning was given in it. */
+  private fitSteps = 0;
+  private deadWarned = false;
   private batchLogs: Record<string, unknown> | null = null;
   private accumulator = new EpochAccumulator();
   private bestGuardAccuracy = -Infinity;
@@ -376,6 +383,8 @@ export class AdversarialCallback extends tfl.Callback {
       this.strength = this.strengthAt(this.epoch, this.globalStep);
       const {outs, stats} = runAdversarialStep(prep, data, original, {strength: this.strength, seed, where});
       this.globalStep++;
+      this.fitSteps++;
+      if (!this.deadWarned && this.fitSteps % DEAD_CHECK_EVERY === 0) this.checkDead(prep, data, where);
       const logs = statsToLogs(stats);
       this.accumulator.add(logs, stats.batchSize);
       if (this.batchLogs) Object.assign(this.batchLogs, logs);
@@ -384,6 +393,20 @@ export class AdversarialCallback extends tfl.Callback {
       this.release();
       throw e;
     }
+  }
+
+  /** Warns (once per fit) when a Disturbance layer's input has become 0 for the whole batch. */
+  private checkDead(prep: PreparedTraining, data: tf.Tensor[], where: string): void {
+    const dead = deadDisturbanceLayers(prep, data, where);
+    if (dead.length === 0) return;
+    this.deadWarned = true;
+    const names = dead.map((l) => `'${l.name}'`).join(', ');
+    console.warn(
+      `${where}: the activations entering Disturbance layer${dead.length > 1 ? 's' : ''} ${names} are 0 for every example of this batch: ` +
+        'the units before them have died (e.g. every ReLU of the layer below has a negative pre-activation), so the model no longer depends on its input ' +
+        'there and training cannot recover. Deep adversarial training with hidden L∞/L2 budgets from a random initialisation can do this; ' +
+        "ramp the attack up, e.g. schedule: {warmupSteps: 300} (CLI: --warmup-steps 300), or mix in the clean loss (cleanWeight: 0.5), and start again from the initial weights.",
+    );
   }
 
   private release(): void {
@@ -418,6 +441,8 @@ export class AdversarialCallback extends tfl.Callback {
     this.trainingModelRef = model;
     this.historyRef = fitHistory(model);
     this.globalStep = this.options.initialStep ?? 0;
+    this.fitSteps = 0;
+    this.deadWarned = false;
     this.bestGuardAccuracy = -Infinity;
     attachState(model, this.hookState);
   }

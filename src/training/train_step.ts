@@ -44,7 +44,7 @@ import {undisturbableInput} from '../attacks/validate.js';
 import {checkKnownKeys} from '../util/options.js';
 import {rowsFinite, rowsFiniteAll, whereRows} from '../solvers/batched.js';
 import {Disturbance} from '../layers/disturbance.js';
-import {disturbanceLayers, disturbanceSites} from '../model/instrument.js';
+import {disturbanceLayers, DisturbanceSite, disturbanceSites} from '../model/instrument.js';
 import {compiledLossFunctions, compiledOptimizer, dedupedMetricsNames, inboundInputTensors} from '../model/internals.js';
 import {assertCompatibleXY, hasQuadraticLoss, LossFn, perExampleLoss, PerExampleLossFn, Tensors} from '../objective/loss.js';
 import {disposeAddResult, forwardAdd, withModes} from '../objective/neuron_space.js';
@@ -595,6 +595,38 @@ function checkBounded(
 
 function fmt(v: number): string {
   return Number.isFinite(v) ? (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(2) : String(Math.round(v * 1000) / 1000)) : String(v);
+}
+
+/**
+ * The Disturbance layers of a deep-trained model whose input — the activation they disturb — is
+ * exactly 0 for every example of the batch (one clean forward pass): the units before them have
+ * died (e.g. every ReLU of a layer with a negative bias), so nothing upstream can learn any more and
+ * the model has become a constant function of its input there. Layers that disturb a model input,
+ * and layers switched off (penalty null), are not checked. Empty for PGD/FGSM. @internal
+ */
+export function deadDisturbanceLayers(prep: PreparedTraining, data: tf.Tensor[], where: string): Disturbance[] {
+  if (prep.method !== 'deep') return [];
+  const checked = prep.layers.filter((l, i) => prep.basePenalties[i] != null && !disturbsModelInput(l));
+  if (checked.length === 0) return [];
+  const {x, xs} = checkBatch(data, prep, where);
+  const b = xs[0].shape[0];
+  const sites = disturbanceSites(prep.model);
+  const zeros = checked.map((l) => tf.zeros([b, ...((sites.find((s) => s.layer === l) as DisturbanceSite).inputShape.slice(1) as number[])]));
+  let maxAbs: Float32Array | Int32Array | Uint8Array;
+  try {
+    const r = forwardAdd(prep.model, checked, x, zeros);
+    maxAbs = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.max(tf.abs(a)))).dataSync());
+    disposeAddResult(r);
+  } finally {
+    tf.dispose(zeros);
+  }
+  return checked.filter((_, i) => maxAbs[i] === 0);
+}
+
+/** True when the layer's input is a model input (an InputLayer's output). */
+function disturbsModelInput(layer: Disturbance): boolean {
+  const node = layer.inboundNodes[0];
+  return node != null && node.inboundLayers.length > 0 && node.inboundLayers[0].getClassName() === 'InputLayer';
 }
 
 /** Options of {@link runAdversarialStep}. @internal */
