@@ -31,6 +31,7 @@ import {
 import {
   linearisedDirection,
   PenaltyConfig,
+  type PenaltyExcess,
   penaltyValue,
   sumPerExample,
   validatePenalty,
@@ -422,7 +423,9 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
       }
     }
     const bases = inputBases(model, layers, x);
-    const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases);
+    // the L∞ excesses of the last evaluation, reused by the direction at the same point
+    const excess = new Map<tf.Tensor, PenaltyExcess>();
+    const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases, excess);
     // per layer: T(dℓ) − dℓ with T the maximiser of the linearised loss plus the exact penalty
     // (`linearisedMaximiser`); the loss gradient is the gradient of eq. 9 minus the penalty's own
     // partial derivative (the box term of hidden layers, whose layer input moves with the earlier
@@ -433,7 +436,7 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
         o.solver === 'preconditioned'
           ? preconditionedAscent(f, d0, {
               ...common,
-              direction: (ds, grads) => ds.map((d, i) => directions[i].direction(grads[i], d)),
+              direction: (ds, grads) => ds.map((d, i) => directions[i].direction(grads[i], d, excess.get(d))),
               conjugate: o.conjugate,
               // the saturated extrapolation d0 + α(T − d0) would also amplify a random start: zero start only
               initialStep: o.firstStep === 'saturated' && init === 'zero' ? saturatedStep : 1,
@@ -454,6 +457,7 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
     } finally {
       tf.dispose(d0);
       directions.forEach((dir) => dir.dispose());
+      excess.clear();
     }
     functionEvaluations += result.functionEvaluations;
     disturbances = result.xs;

@@ -14,7 +14,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
-import {PenaltyConfig, penaltyValue, penaltyValueAnalyticGrad} from './penalties.js';
+import {hasAnalyticGradient, PenaltyConfig, PenaltyExcess, penaltyValue, penaltyValueAnalyticGrad, penaltyValueAndGradient} from './penalties.js';
+import type {BatchObjective} from '../solvers/types.js';
 
 /** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]` (lists of tensors for a model with several outputs). */
 export type PerExampleLoss = (yTrue: tf.Tensor | tf.Tensor[], yPred: tf.Tensor | tf.Tensor[]) => tf.Tensor1D;
@@ -219,11 +220,12 @@ export function disturbanceObjective(
   loss: PerExampleLoss,
   penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
   bases?: (tf.Tensor | undefined)[],
-): (ds: tf.Tensor[]) => tf.Tensor1D {
+  excessOut?: Map<tf.Tensor, PenaltyExcess>,
+): BatchObjective {
   // the layer inputs are recorded only when a box penalty's input is not given in `bases`
   // (recording clones every layer's input and output at every evaluation)
   const record = penalties.some((p, i) => p.box != null && bases?.[i] == null);
-  return (ds: tf.Tensor[]) =>
+  const f: BatchObjective = (ds: tf.Tensor[]) =>
     withModes(
       layers,
       'add',
@@ -253,4 +255,24 @@ export function disturbanceObjective(
       },
       {record},
     );
+  if (!record && penalties.every((p, i) => hasAnalyticGradient(p, bases?.[i]))) {
+    // The solvers' evaluations tape only the loss and add the penalties' closed-form gradients:
+    // same J and gradient, bit for bit, without the penalties' custom-gradient nodes (and, with
+    // `excessOut`, the L∞ excesses are handed to the search direction at the same point).
+    f.split = {
+      taped: (ds) => withModes(layers, 'add', ds, () => loss(y, forward(model, x))),
+      untaped: (ds, c) => {
+        let j = c;
+        excessOut?.clear();
+        const grads = layers.map((_, i) => {
+          const r = penaltyValueAndGradient(penalties[i], ds[i], bases?.[i]);
+          j = tf.add(j, r.value);
+          if (r.excess) excessOut?.set(ds[i], r.excess);
+          return r.grad;
+        });
+        return {value: j as tf.Tensor1D, grads};
+      },
+    };
+  }
+  return f;
 }

@@ -212,6 +212,58 @@ export function penaltyValueAnalyticGrad(config: PenaltyConfig, d: tf.Tensor, ba
   return f(d) as tf.Tensor1D;
 }
 
+/** The excesses of an L∞ penalty (and of its box) at d, shared by its value, gradient and search direction. */
+export interface PenaltyExcess {
+  /** d − clip(d, −ε, ε) (= sign(d)·relu(|d| − ε)). */
+  ball: tf.Tensor;
+  /** clip(n, lo, hi) − n, n = base + d (= relu(lo − n) − relu(n − hi)); with a box only. */
+  box?: tf.Tensor;
+}
+
+/** Whether {@link penaltyValueAndGradient} applies: quadratic or L∞, and the layer input given when there is a box. */
+export function hasAnalyticGradient(config: PenaltyConfig, base?: tf.Tensor): boolean {
+  return (config.kind === 'quadratic' || config.kind === 'linf') && (!config.box || base != null);
+}
+
+/**
+ * ρ(d) per example and ∂ρ/∂d, untaped, for the solvers' split evaluation (`SplitObjective`):
+ * the same values, bit for bit, as {@link penaltyValue} (its clip form) and
+ * {@link penaltyGradient}, with the excesses d − clip(d, −ε, ε) and clip(n, lo, hi) − n computed
+ * once for both ((clip(n) − n)² = (n − clip(n))² bit for bit). For `linf`, the excesses are
+ * returned too, for {@link LinearisedDirection.direction} at the same d. Quadratic and L∞ penalties only (see
+ * {@link hasAnalyticGradient}); `base` is the layer input, a constant.
+ */
+export function penaltyValueAndGradient(config: PenaltyConfig, d: tf.Tensor, base?: tf.Tensor): {value: tf.Tensor1D; grad: tf.Tensor; excess?: PenaltyExcess} {
+  if (!hasAnalyticGradient(config, base)) {
+    throw new Error(`penaltyValueAndGradient: needs a quadratic or linf penalty (and the layer input for a box), got ${JSON.stringify(config)}`);
+  }
+  return tf.tidy(() => {
+    let value: tf.Tensor1D;
+    let grad: tf.Tensor;
+    let ball: tf.Tensor | undefined;
+    if (config.kind === 'quadratic') {
+      value = tf.mul(-config.lambda, sumPerExample(tf.square(d)));
+      grad = tf.mul(-2 * config.lambda, d);
+    } else {
+      const lambda = (config as NormBallPenalty).lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+      const eps = (config as NormBallPenalty).epsilon;
+      ball = tf.sub(d, tf.clipByValue(d, -eps, eps));
+      value = tf.mul(-lambda, sumPerExample(tf.square(ball)));
+      grad = tf.mul(-2 * lambda, ball);
+    }
+    let box: tf.Tensor | undefined;
+    if (config.box && base) {
+      const [lo, hi] = config.box;
+      const boxLambda = config.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+      const n = tf.add(base, d);
+      box = tf.sub(tf.clipByValue(n, lo, hi), n);
+      value = tf.sub(value, tf.mul(boxLambda, sumPerExample(tf.square(box))));
+      grad = tf.add(grad, tf.mul(2 * boxLambda, box));
+    }
+    return ball ? {value, grad, excess: box ? {ball, box} : {ball}} : {value, grad};
+  });
+}
+
 /**
  * Per-example constraint violation of d (≥ 0): how far d lies outside its
  * ball, and n = base + d outside its box (the larger of the two). 0 for a
@@ -393,8 +445,12 @@ export function linearisedMaximiser(config: PenaltyConfig, g: tf.Tensor, d: tf.T
 
 /** A per-layer search direction with its constants precomputed (see {@link linearisedDirection}). */
 export interface LinearisedDirection {
-  /** T(d) − d for the full gradient `g` of eq. 9 w.r.t. d (penalty included). Call inside a tidy. */
-  direction(g: tf.Tensor, d: tf.Tensor): tf.Tensor;
+  /**
+   * T(d) − d for the full gradient `g` of eq. 9 w.r.t. d (penalty included). Call inside a tidy.
+   * `excess`: the penalty's excesses at this d, when already computed (by
+   * {@link penaltyValueAndGradient}); same result.
+   */
+  direction(g: tf.Tensor, d: tf.Tensor, excess?: PenaltyExcess): tf.Tensor;
   /** Frees the precomputed constants. */
   dispose(): void;
 }
@@ -434,14 +490,21 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
     });
     const [k1Up, k1Down, k2Up, k2Down] = k;
     return {
-      direction: (g, d) => {
+      direction: (g, d, excess) => {
         // Only kernels that are fast on every backend (add/mul/clip/relu/step/abs): on wasm the
         // comparisons, Minimum, Select and a float→bool Cast are scalar loops, 10–40× slower than
         // an Add on the 784-wide input. Same values as the select form up to float32 rounding.
         // ∂ρ/∂d = −2λ·sign(d)·relu(|d| − ε) + 2λ_box·(relu(lo − n) − relu(n − hi)), n = base + d,
         // = −2λ·((d − clip(d, −ε, ε)) + (n − clip(n, lo, hi))) since λ_box = λ here
-        const n = tf.add(base, d);
-        const out = tf.add(tf.sub(d, tf.clipByValue(d, -eps, eps)), tf.sub(n, tf.clipByValue(n, lo, hi)));
+        let out: tf.Tensor;
+        if (excess?.box && !excess.ball.isDisposed && !excess.box.isDisposed) {
+          // (d − clip(d)) − (clip(n) − n): the same bits as the sum below (a float difference
+          // negates exactly, and d − clip(d) is never −0, so no signed zero differs)
+          out = tf.sub(excess.ball, excess.box);
+        } else {
+          const n = tf.add(base, d);
+          out = tf.add(tf.sub(d, tf.clipByValue(d, -eps, eps)), tf.sub(n, tf.clipByValue(n, lo, hi)));
+        }
         const gc = tf.add(g, tf.mul(2 * lam, out));
         // indicators of gc > 0 and gc < 0 (both 0 where gc = 0: there T(d) = d)
         const up = tf.step(gc);

@@ -231,13 +231,20 @@ export function gradientTest(gg: tf.Tensor1D, J: tf.Tensor1D, gtol: number): tf.
  * depend on get a zero gradient. Must be called inside a tidy.
  */
 export function evaluate(f: BatchObjective, xs: tf.Tensor[], B: number): {value: tf.Tensor1D; grads: tf.Tensor[]} {
-  const res = tf.engine().gradients(() => f(xs), xs, undefined, true);
-  const value = res.value as tf.Tensor1D;
+  const split = f.split != null && !(tf.engine() as unknown as {isTapeOn(): boolean}).isTapeOn() ? f.split : null;
+  const res = tf.engine().gradients(() => (split ? split.taped(xs) : f(xs)), xs, undefined, true);
+  let value = res.value as tf.Tensor1D;
   if (value.rank !== 1 || value.shape[0] !== B) {
     throw new Error(`solver: the objective must return shape [${B}], got [${value.shape.join(',')}]`);
   }
+  // the terms with closed-form gradients: their sum with the taped gradient is what the tape's own
+  // accumulation would give (the terms' cotangent is 1; addition commutes), in fewer kernels
+  let extra: (tf.Tensor | null)[] = [];
+  if (split) ({value, grads: extra} = split.untaped(xs, value));
   const grads = xs.map((x, i) => {
-    const gi = res.grads[i];
+    const gt = res.grads[i];
+    const ge = extra[i] ?? null;
+    const gi = gt == null ? ge : ge == null ? gt : tf.add(gt, ge);
     return gi == null ? tf.zerosLike(x) : gi.dtype === 'float32' ? gi : tf.cast(gi, 'float32');
   });
   return {value: value.dtype === 'float32' ? value : (tf.cast(value, 'float32') as tf.Tensor1D), grads};

@@ -19,7 +19,27 @@ import * as tf from '@tensorflow/tfjs-core';
  * dispose its inputs, and should not keep the tensors it creates (the solver tidies them).
  * Tensors of the list that `J` does not depend on get a zero gradient.
  */
-export type BatchObjective = (xs: tf.Tensor[]) => tf.Tensor1D;
+export type BatchObjective = ((xs: tf.Tensor[]) => tf.Tensor1D) & {
+  /** Optional: the same J split into a taped part and terms with closed-form gradients (see {@link SplitObjective}). */
+  split?: SplitObjective;
+};
+
+/**
+ * J(xs) = terms(xs, c(xs)): a part `c` whose gradient is taped, and terms added to it whose
+ * gradients are known in closed form. The solvers' gradient evaluations then tape only `c` and
+ * add the terms' gradients to its gradient; the function itself must return the same J (it is
+ * what forward-only evaluations call). For the deep attack: c = the loss through the network,
+ * the terms = the layers' penalties ρℓ(dℓ) (whose gradients do not depend on the network).
+ */
+export interface SplitObjective {
+  /** c(xs) per example, [B] (called under a gradient tape). */
+  taped(xs: tf.Tensor[]): tf.Tensor1D;
+  /**
+   * With the tape off: J from c (same value as the whole objective, bit for bit: add the terms to
+   * `c` in the objective's own order) and, per tensor of the list, the terms' gradient (null: none).
+   */
+  untaped(xs: tf.Tensor[], c: tf.Tensor1D): {value: tf.Tensor1D; grads: (tf.Tensor | null)[]};
+}
 
 /** Information passed to {@link SolverOptions.onIteration} after every iteration. */
 export interface IterationInfo {
