@@ -395,16 +395,16 @@ export class AdversarialCallback extends tfl.Callback {
     }
   }
 
-  /** Warns (once per fit) when a Disturbance layer's input has become 0 for the whole batch. */
+  /** Warns (once per fit) when a Disturbance layer's input has become (almost) all 0 over the batch. */
   private checkDead(prep: PreparedTraining, data: tf.Tensor[], where: string): void {
     const dead = deadDisturbanceLayers(prep, data, where);
     if (dead.length === 0) return;
     this.deadWarned = true;
-    const names = dead.map((l) => `'${l.name}'`).join(', ');
+    const names = dead.map((d) => `'${d.layer.name}' (${(100 * d.active).toPrecision(2)} % nonzero)`).join(', ');
     console.warn(
-      `${where}: the activations entering Disturbance layer${dead.length > 1 ? 's' : ''} ${names} are 0 for every example of this batch: ` +
-        'the units before them have died (e.g. every ReLU of the layer below has a negative pre-activation), so the model no longer depends on its input ' +
-        'there and training cannot recover. Deep adversarial training with hidden L∞/L2 budgets from a random initialisation can do this; ' +
+      `${where}: the activations entering Disturbance layer${dead.length > 1 ? 's' : ''} ${names} are 0 in (almost) every entry over this batch: ` +
+        'the units before them have died (e.g. every ReLU of the layer below has a negative pre-activation), so the model hardly depends on its input ' +
+        'there and training will not recover. Deep adversarial training with hidden L∞/L2 budgets from a random initialisation can do this; ' +
         "ramp the attack up, e.g. schedule: {warmupSteps: 300} (CLI: --warmup-steps 300), or mix in the clean loss (cleanWeight: 0.5), and start again from the initial weights.",
     );
   }

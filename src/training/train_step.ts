@@ -598,13 +598,14 @@ function fmt(v: number): string {
 }
 
 /**
- * The Disturbance layers of a deep-trained model whose input — the activation they disturb — is
- * exactly 0 for every example of the batch (one clean forward pass): the units before them have
- * died (e.g. every ReLU of a layer with a negative bias), so nothing upstream can learn any more and
- * the model has become a constant function of its input there. Layers that disturb a model input,
- * and layers switched off (penalty null), are not checked. Empty for PGD/FGSM. @internal
+ * The Disturbance layers of a deep-trained model whose input — the activation they disturb — is 0
+ * in all but a fraction `maxActive` (default 0.001) of its entries over the batch (one clean
+ * forward pass), with that fraction: the units before them have died (e.g. every ReLU of a layer
+ * with a negative bias), so almost nothing upstream can learn any more and the model is nearly a
+ * constant function of its input there. Layers that disturb a model input, and layers switched off
+ * (penalty null), are not checked. Empty for PGD/FGSM. @internal
  */
-export function deadDisturbanceLayers(prep: PreparedTraining, data: tf.Tensor[], where: string): Disturbance[] {
+export function deadDisturbanceLayers(prep: PreparedTraining, data: tf.Tensor[], where: string, maxActive = 1e-3): {layer: Disturbance; active: number}[] {
   if (prep.method !== 'deep') return [];
   const checked = prep.layers.filter((l, i) => prep.basePenalties[i] != null && !disturbsModelInput(l));
   if (checked.length === 0) return [];
@@ -612,15 +613,15 @@ export function deadDisturbanceLayers(prep: PreparedTraining, data: tf.Tensor[],
   const b = xs[0].shape[0];
   const sites = disturbanceSites(prep.model);
   const zeros = checked.map((l) => tf.zeros([b, ...((sites.find((s) => s.layer === l) as DisturbanceSite).inputShape.slice(1) as number[])]));
-  let maxAbs: Float32Array | Int32Array | Uint8Array;
+  let active: Float32Array | Int32Array | Uint8Array;
   try {
     const r = forwardAdd(prep.model, checked, x, zeros);
-    maxAbs = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.max(tf.abs(a)))).dataSync());
+    active = tf.tidy(() => tf.stack(r.inputs.map((a) => tf.mean(tf.cast(tf.notEqual(a, 0), 'float32')))).dataSync());
     disposeAddResult(r);
   } finally {
     tf.dispose(zeros);
   }
-  return checked.filter((_, i) => maxAbs[i] === 0);
+  return checked.map((layer, i) => ({layer, active: active[i]})).filter((d) => d.active <= maxActive);
 }
 
 /** True when the layer's input is a model input (an InputLayer's output). */
