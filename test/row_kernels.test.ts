@@ -1,4 +1,4 @@
-// The fused per-example kernels of src/kernels/rows.ts (row dots, rows finite, row select) against
+// The fused per-example kernels of src/kernels/rows.ts (row dots, rows finite, row stats, row select) against
 // the unfused tfjs ops on the cpu backend (the reference), the same kernels on wasm against cpu,
 // the fallback while a gradient tape records, and the analytic-gradient penalty term against the
 // taped penalty. Every check also asserts that no tensor is kept.
@@ -6,7 +6,7 @@ import {tf} from './setup.js';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
-import {rowDotsKernel, rowKernelsAvailable, rowsFiniteKernel, selectRowsKernel} from '../src/kernels/rows.js';
+import {rowDotsKernel, rowKernelsAvailable, rowsFiniteKernel, rowStatsKernel, selectRowsKernel} from '../src/kernels/rows.js';
 import {batchDot, finitePerExample, whereRows} from '../src/solvers/batched.js';
 import {penaltyValue, penaltyValueAnalyticGrad, type PenaltyConfig} from '../src/objective/penalties.js';
 
@@ -87,6 +87,15 @@ for (const backend of ['cpu', 'wasm']) {
     assert.deepEqual(fin, [1, 0, 1, 0, 0]);
     const [fin2] = run(() => [finitePerExample(bad[0] as tf.Tensor1D, bad.slice(1, 3), bad.slice(3), 5)]);
     assert.deepEqual(fin2, [1, 0, 1, 0, 0]);
+
+    // row stats: [finite flags, ‖g‖²] = rowsFinite of everything and rowDots of the gradients with themselves
+    for (const [gs, others] of [[as, bs], [bad.slice(0, 2), bad.slice(2)], [bad.slice(2), as]] as const) {
+      const [stats] = run(() => [rowStatsKernel([...gs], [...others])]);
+      const [f] = run(() => [rowsFiniteKernel([...gs, ...others])]);
+      assert.deepEqual(stats.slice(0, 5), f, `${backend} rowStats flags`);
+      const [gg] = run(() => [rowDotsKernel([...gs], [...gs])]);
+      stats.slice(5).forEach((v, r) => assert.ok(Object.is(v, gg[r]) || (f[r] === 0 && !Number.isFinite(v)), `${backend} rowStats ‖g‖² row ${r}: ${v} vs ${gg[r]}`));
+    }
 
     // select rows: values copied bit for bit, NaN of the unselected operand does not leak
     const mask = tf.tensor1d([1, 0, 0, 1, 1], 'bool');

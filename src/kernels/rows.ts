@@ -24,6 +24,7 @@ export type Arr = Float32Array | Int32Array | Uint8Array;
 export const ROW_DOTS = 'TfjsDeepAdversarialRowDots';
 export const ROWS_FINITE = 'TfjsDeepAdversarialRowsFinite';
 export const SELECT_ROWS = 'TfjsDeepAdversarialSelectRows';
+export const ROW_STATS = 'TfjsDeepAdversarialRowStats';
 
 /** Reading and allocating on a backend whose data are host-visible typed arrays. */
 export interface HostIO {
@@ -163,6 +164,42 @@ function selectRows({inputs, backend}: {inputs: tf.NamedTensorInfoMap; backend: 
   return out;
 }
 
+/**
+ * Per row, in one float32 output [2B]: [0, B) 1 where every entry of the gradients g0, g1, … and
+ * of the other inputs t0, t1, … is finite, else 0; [B, 2B) Σ_i ‖g_i row‖² (as {@link rowDots} of
+ * the gradients with themselves: the same float64 sums, rounded once). Attrs n (gradients), m
+ * (others). The gradients are read once: their float64 sum of squares is finite exactly when every
+ * entry is (a finite float32 squares to at most ≈ 1.2e77).
+ */
+function rowStats({inputs, backend, attrs}: HostKernelArgs): TensorInfo {
+  const n = Number(attrs?.n);
+  const gs = listInputs(inputs, n, 'g');
+  const ts = listInputs(inputs, Number(attrs?.m), 't');
+  const B = gs[0].shape[0] ?? 1;
+  const io = hostIO(backend);
+  const out = io.alloc([2 * B], 'float32');
+  const acc = new Float64Array(B);
+  for (const g of gs) {
+    const v = io.view(g) as Float32Array;
+    const k = v.length / B;
+    for (let r = 0; r < B; r++) acc[r] += dotRange(v, v, r * k, (r + 1) * k);
+  }
+  const ok = new Uint8Array(B);
+  for (let r = 0; r < B; r++) ok[r] = Number.isFinite(acc[r]) ? 1 : 0;
+  for (const t of ts) {
+    if (t.dtype !== 'float32') continue;
+    const v = io.view(t) as Float32Array;
+    const k = v.length / B;
+    for (let r = 0; r < B; r++) if (ok[r] === 1 && !finiteRange(v, r * k, (r + 1) * k)) ok[r] = 0;
+  }
+  const ov = io.view(out) as Float32Array;
+  for (let r = 0; r < B; r++) {
+    ov[r] = ok[r];
+    ov[B + r] = acc[r];
+  }
+  return out;
+}
+
 /** Arguments a host kernel receives. */
 export interface HostKernelArgs {
   inputs: tf.NamedTensorInfoMap;
@@ -174,6 +211,7 @@ const KERNELS: [string, (args: HostKernelArgs) => TensorInfo | TensorInfo[]][] =
   [ROW_DOTS, rowDots],
   [ROWS_FINITE, rowsFinite],
   [SELECT_ROWS, selectRows],
+  [ROW_STATS, rowStats],
 ];
 
 /** Backends whose tensors live in host typed arrays (the row kernels run there). */
@@ -227,4 +265,16 @@ export function rowsFiniteKernel(ts: tf.Tensor[]): tf.Tensor1D {
 /** Row-wise select (mask bool [B]; a, b same shape and dtype) as one kernel. */
 export function selectRowsKernel(mask: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.engine().runKernel(SELECT_ROWS, {mask, a, b} as unknown as tf.NamedTensorMap) as tf.Tensor;
+}
+
+/**
+ * Per-example finiteness of `grads` and `others` together, and Σ_i ‖grads_i row‖², as one kernel:
+ * float32 [2B] = [flags (1/0), squared norms] (see the kernel `rowStats`). All tensors share the
+ * batch size B; the gradients are float32.
+ */
+export function rowStatsKernel(grads: tf.Tensor[], others: tf.Tensor[]): tf.Tensor1D {
+  const inputs: Record<string, tf.Tensor> = {};
+  grads.forEach((g, i) => (inputs[`g${i}`] = g));
+  others.forEach((t, i) => (inputs[`t${i}`] = t));
+  return tf.engine().runKernel(ROW_STATS, inputs as unknown as tf.NamedTensorMap, {n: grads.length, m: others.length}) as tf.Tensor1D;
 }

@@ -18,6 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {DEFAULT_PENALTY, PenaltyConfig, projectDisturbance, validatePenalty} from '../objective/penalties.js';
 import {checkKnownKeys} from '../util/options.js';
+import {addUnsaved} from '../kernels/add_unsaved.js';
 
 /** Constructor arguments of {@link Disturbance}. */
 export interface DisturbanceArgs {
@@ -169,7 +170,8 @@ export class Disturbance extends tfl.layers.Layer {
     }
     let out: tf.Tensor;
     if (this.modeValue === 'add') {
-      out = tf.add(x, this.projectOnAdd ? projectDisturbance(this.projectPenalty ?? this.penalty, t, x) : t);
+      // x + d without the tape's copies of x and d (same values and gradient as tf.add)
+      out = addUnsaved(x, this.projectOnAdd ? projectDisturbance(this.projectPenalty ?? this.penalty, t, x) : t);
     } else {
       // A clone (sharing data): tfjs-layers' executor disposes intermediate outputs after use,
       // and `t` belongs to the engine.

@@ -21,6 +21,7 @@ import {
   toFloatCopy,
   whereRows,
 } from './batched.js';
+import {rowKernelsAvailable, rowStatsKernel} from '../kernels/rows.js';
 
 /** What every solver state carries: the current point, its J_b and gradient (rows of frozen examples never change). */
 export interface BaseState {
@@ -242,14 +243,16 @@ export function runSolver<S extends BaseState>(
           evaluateHost: (xs: tf.Tensor[]) => {
             const e = evaluate(f, xs, B);
             gradientEvaluations++;
-            const finite = finitePerExample(e.value, e.grads, xs, B);
-            const gg = batchDot(e.grads, e.grads, B);
-            const packed = tf.concat([e.value, tf.cast(finite, 'float32'), gg]);
+            // [J, finite flags, ‖g‖²] in one read-back (finiteness and ‖g‖² in one kernel on wasm/cpu)
+            const fused = e.grads.every((g) => g.dtype === 'float32' && g.rank >= 1) && rowKernelsAvailable();
+            const packed = fused
+              ? tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...xs])])
+              : tf.concat([e.value, tf.cast(finitePerExample(e.value, e.grads, xs, B), 'float32'), batchDot(e.grads, e.grads, B)]);
             const v = packed.dataSync() as Float32Array;
             packed.dispose();
             const fin = new Uint8Array(B);
             for (let b = 0; b < B; b++) fin[b] = v[B + b] === 1 ? 1 : 0;
-            return {...e, finite, J: v.slice(0, B), finiteHost: fin, gg: v.slice(2 * B, 3 * B)};
+            return {...e, finite: tf.tensor1d(fin.slice(), 'bool'), J: v.slice(0, B), finiteHost: fin, gg: v.slice(2 * B, 3 * B)};
           },
         };
         const r = spec.step(old, ctx);
