@@ -180,11 +180,15 @@ export function selectRows(mask: tf.Tensor, a: tf.Tensor[], b: tf.Tensor[]): tf.
 
 /**
  * The step x + a_b·q per example (a float32 [B]): q = p, or q = sign(p)·mag_b in the rows where
- * `signRows.mask` (bool [B]) is set, with the active backend's `Sign` ({@link backendSign}).
+ * `signRows.mask` (bool [B]; null: every row) is set, with the active backend's `Sign` ({@link backendSign}).
  * (A fused JavaScript kernel for this was measured 5–7× slower than these wasm kernels.)
  */
-export function stepRows(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, signRows?: {mask: tf.Tensor1D; mag: tf.Tensor1D}): tf.Tensor {
-  const q = signRows ? whereRows(signRows.mask, tf.mul(backendSign(p), expandAs(signRows.mag, p)), p) : p;
+export function stepRows(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, signRows?: {mask: tf.Tensor1D | null; mag: tf.Tensor1D}): tf.Tensor {
+  let q = p;
+  if (signRows) {
+    const signed = tf.mul(backendSign(p), expandAs(signRows.mag, p));
+    q = signRows.mask ? whereRows(signRows.mask, signed, p) : signed;
+  }
   return tf.add(x, tf.mul(expandAs(a, q), q));
 }
 

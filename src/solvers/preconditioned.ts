@@ -356,16 +356,19 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
           }
         }
         let aT = tf.tensor1d(a);
-        let onMask: tf.Tensor1D | null = null;
+        // masks that are all ones select nothing: then no select kernel (null)
+        const allOn = on.every((v) => v === 1);
+        const onMask = anyOn && !allOn ? tf.tensor1d(on.slice(), 'bool') : null;
         if (anyOn) {
-          onMask = tf.tensor1d(on.slice(), 'bool');
           const cosine = tf.add(floorF, tf.mul(halfF, tf.add(1, tf.cos(tf.tensor1d(piTau)))));
-          aT = select(tf.tensor1d(onAct, 'bool'), tf.mul(tf.tensor1d(a0.slice()), cosine), aT) as tf.Tensor1D;
+          const aOn = tf.mul(tf.tensor1d(a0.slice()), cosine) as tf.Tensor1D;
+          aT = onAct.every((v) => v === 1) ? aOn : (select(tf.tensor1d(onAct, 'bool'), aOn, aT) as tf.Tensor1D);
         }
         const xn = old.xc.map((x, i) => {
-          const ai = anyOn && scaleF[i] !== 1 ? (select(onMask as tf.Tensor1D, tf.mul(aT, scaleF[i]), aT) as tf.Tensor1D) : aT;
+          let ai = aT;
+          if (anyOn && scaleF[i] !== 1) ai = (onMask ? select(onMask, tf.mul(aT, scaleF[i]), aT) : tf.mul(aT, scaleF[i])) as tf.Tensor1D;
           const d = old.D[i];
-          const signRows = anyOn && annSign?.[i] ? {mask: onMask as tf.Tensor1D, mag: tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1) as tf.Tensor1D} : undefined;
+          const signRows = anyOn && annSign?.[i] ? {mask: onMask, mag: tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1) as tf.Tensor1D} : undefined;
           return stepRows(x, ai, d, signRows);
         });
         // 2. the evaluation (the read-back) and the next direction
