@@ -7,7 +7,8 @@ import {tf} from './setup.js';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
-import {instrument, perExampleLoss} from '../src/index.js';
+import {deepAttack, instrument, perExampleLoss} from '../src/index.js';
+import {deepAttackImpl} from '../src/attacks/deep.js';
 import {disturbanceSites} from '../src/model/instrument.js';
 import {disturbanceObjective} from '../src/objective/neuron_space.js';
 import {
@@ -110,3 +111,22 @@ for (const backend of ['cpu', 'wasm']) {
     }
   });
 }
+
+test('deepAttackImpl without the violation: the same attack, NaN violations, no recording pass, no tensor kept', () => {
+  const model = instrument(mlp({activation: 'relu'}), {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 2, box: [-1, 1]}});
+  model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const x = tf.tensor2d(rand(B * 6, 9, 0, 1), [B, 6]);
+  const y = tf.oneHot(tf.tensor1d([2, 1, 0, 1, 2], 'int32'), 3);
+  const before = tf.memory().numTensors;
+  const full = deepAttack(model, x, y, {maxGradientEvaluations: 6, seed: 3});
+  const lean = deepAttackImpl(model, x, y, {maxGradientEvaluations: 6, seed: 3}, {violation: false});
+  same(lean.objective.dataSync(), full.objective.dataSync(), 'objective');
+  lean.disturbances.forEach((d, i) => same(d.dataSync(), full.disturbances[i].dataSync(), `disturbance ${i}`));
+  assert.ok(full.violation.every(Number.isFinite));
+  assert.ok(lean.violation.length === full.violation.length && lean.violation.every(Number.isNaN));
+  // the full attack recorded the hidden layers' inputs for their box violation; the lean one did not
+  assert.equal(lean.functionEvaluations, full.functionEvaluations - 1);
+  tf.dispose([full.objective, ...full.disturbances, lean.objective, ...lean.disturbances]);
+  assert.equal(tf.memory().numTensors, before, 'tensors kept');
+  tf.dispose([x, y]);
+});

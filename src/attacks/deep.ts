@@ -350,6 +350,15 @@ function defaultInitScale(penalty: PenaltyConfig, units: number): number {
  * @param y Targets `[B, ...]` in the format of the model's loss (a list, one per output, for several outputs).
  */
 export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, options: DeepAttackOptions = {}): DeepAttackResult {
+  return deepAttackImpl(model, x, y, options, {violation: true});
+}
+
+/**
+ * {@link deepAttack} with internal switches: `violation: false` skips the per-layer constraint
+ * violation (its result is then NaN for every layer), which adversarial training does not use
+ * (≈ 20 kernels and a read-back per attack). @internal
+ */
+export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, options: DeepAttackOptions, internal: {violation: boolean}): DeepAttackResult {
   const o = resolveDeepAttackOptions('deepAttack', options);
   const allSites = disturbanceSites(model);
   if (allSites.length === 0) {
@@ -461,8 +470,11 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
     }
     functionEvaluations += result.functionEvaluations;
     disturbances = result.xs;
-    // layer inputs: known for input sites (x); one recording pass only if a hidden layer has a box
-    if (penalties.some((p, i) => p.box != null && bases[i] == null)) {
+    // layer inputs (for the violation only): known for input sites (x); one recording pass only if
+    // a hidden layer has a box
+    if (!internal.violation) {
+      inputs = [];
+    } else if (penalties.some((p, i) => p.box != null && bases[i] == null)) {
       const r = forwardAdd(model, layers, x, disturbances);
       functionEvaluations++;
       inputs = r.inputs.map((t) => tf.clone(t));
@@ -515,11 +527,14 @@ export function deepAttack(model: tfl.LayersModel, x: Tensors, y: Tensors, optio
     finalObjective = disturbedObjective(model, layers, x, y, disturbances, loss, penalties);
     functionEvaluations++;
   }
-  const violationTensor = tf.tidy(() =>
-    tf.stack(layers.map((_, i) => tf.max(violationPerExample(penalties[i], disturbances[i], inputs[i])))),
-  );
-  const activeViolation = Array.from(violationTensor.dataSync());
-  violationTensor.dispose();
+  let activeViolation = layers.map(() => NaN);
+  if (internal.violation) {
+    const violationTensor = tf.tidy(() =>
+      tf.stack(layers.map((_, i) => tf.max(violationPerExample(penalties[i], disturbances[i], inputs[i])))),
+    );
+    activeViolation = Array.from(violationTensor.dataSync());
+    violationTensor.dispose();
+  }
   tf.dispose(inputs.filter((t): t is tf.Tensor => t != null));
   // One entry per Disturbance layer of the model: layers switched off get d = 0.
   const all = allSites.map((_, i) => {

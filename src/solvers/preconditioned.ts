@@ -302,6 +302,8 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     const halfF = fr((1 - annFloor) / 2);
     const piF = fr(Math.PI);
     const scaleF = x0.map((_, i) => fr(annScale?.[i] ?? 1));
+    // the last iteration the iteration limit and the budget allow (its direction is never used)
+    const finalIteration = Math.min(options.maxIterations ?? 40, (options.maxGradientEvaluations ?? Infinity) - 1);
     const startF = annStart != null ? fr(annStart) : undefined;
     // per example: best J, current J (the annealed iterate), step, phase flag, rejection count, switch iteration and step
     const Jbest = new Float32Array(B);
@@ -371,9 +373,10 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
           const signRows = anyOn && annSign?.[i] ? {mask: onMask, mag: tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1) as tf.Tensor1D} : undefined;
           return stepRows(x, ai, d, signRows);
         });
-        // 2. the evaluation (the read-back) and the next direction
+        // 2. the evaluation (the read-back) and the next direction (not after the last iteration
+        // the budget allows: it would never be used)
         const e = ctx.evaluateHost(xn);
-        const D = dirOf(xn, e.grads);
+        const D = iteration < finalIteration ? dirOf(xn, e.grads) : old.D;
         // 3. per-example decisions (the rules of `annealedStep`, or of `step` when no example anneals)
         const move = new Uint8Array(B);
         const improve = new Uint8Array(B);
@@ -419,16 +422,18 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
             Jbest[b] = J;
           }
         }
-        // 4. row selects by the host masks
+        // 4. row selects by the host masks (x and xc are the same tensors while no example has
+        // annealed apart from its best point: then one select serves both)
+        const x = hostSelect(improve, xn, old.x);
+        const sameMasks = move.every((v, b) => v === improve[b]);
         const state: HState = {
-          x: hostSelect(improve, xn, old.x),
+          x,
           J: tf.tensor1d(Jbest.slice()),
           g: [],
           gg: tf.tensor1d(gg.slice()),
           D: hostSelect(move, D, old.D),
-          xc: ann ? hostSelect(move, xn, old.xc) : [],
+          xc: !ann || (old.xc === old.x && sameMasks) ? x : hostSelect(move, xn, old.xc),
         };
-        if (!ann) state.xc = state.x;
         return {state, host: {J: Jbest.slice(), accept: move, nonFinite, converged}};
       },
     };

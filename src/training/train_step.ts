@@ -36,7 +36,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {deepAttack, DeepAttackOptions, DEEP_ATTACK_OPTION_KEYS, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
+import {deepAttackImpl, DeepAttackOptions, DEEP_ATTACK_OPTION_KEYS, pickDeepAttackOptions, resolveDeepAttackOptions} from '../attacks/deep.js';
 import {PGD_KEYS, PgdOptions, resolvePgdOptions, ResolvedPgdOptions} from '../attacks/pgd.js';
 import {AttackSite, attackSites, hasTokenInput, runSitePgd} from '../attacks/site_pgd.js';
 import {FGSM_KEYS, prepareAttack, PreparedAttack} from '../attacks/registry.js';
@@ -712,7 +712,8 @@ export function runAdversarialStep(
       const o = prep.options as DeepTrainingOptions;
       const penalties = prep.basePenalties.map((p) => (p == null ? null : scalePenalty(p, s)));
       // Every deepAttack option passes through, except those the step owns.
-      const r = deepAttack(model, x, y, {...pickDeepAttackOptions(o, ['seed', 'penalties']), penalties, seed: ctx.seed});
+      // the per-layer violation is not used here: not computed
+      const r = deepAttackImpl(model, x, y, {...pickDeepAttackOptions(o, ['seed', 'penalties']), penalties, seed: ctx.seed}, {violation: false});
       stats.iterations = r.iterations;
       stats.gradientEvaluations = r.gradientEvaluations;
       // Sanitise: rows with a non-finite disturbance (should not happen: CG falls back) get d = 0.
