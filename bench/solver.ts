@@ -1,7 +1,8 @@
 /**
  * Honest benchmark of the deep attack's inner maximisation (issue 9).
  *
- *   npm run bench:solver [-- --quick] [--backend wasm|cpu] [--batch 32] [--ref-iters 500]
+ *   npm run bench:solver [-- --quick] [--backend wasm|cpu] [--batch 32] [--ref-iters 500] [--models mlp,cnn]
+ *                        [--cache DIR (models and reference)] [--variants REGEX] [--extra 'name={deepAttack options}' ...]
  *
  * For an MNIST MLP 784-128-128-10 (1 epoch on 4096 images) and a small CNN c8-p-c16-p-d10 (1 epoch on
  * 512 images, trained on cpu: wasm has no Conv2DBackpropFilter), both instrumented, and two threats
@@ -25,7 +26,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
-import {existsSync} from 'node:fs';
+import {existsSync, readFileSync, writeFileSync} from 'node:fs';
 import {parseArgs} from 'node:util';
 import {performance} from 'node:perf_hooks';
 import {deepAttack, instrument, pgdAttackWithInfo, type DeepAttackOptions, type PenaltyConfig} from '../src/index.js';
@@ -39,6 +40,8 @@ const {values: args} = parseArgs({
     'ref-iters': {type: 'string'},
     models: {type: 'string', default: 'mlp,cnn'},
     cache: {type: 'string', default: ''},
+    variants: {type: 'string'},
+    extra: {type: 'string', multiple: true},
   },
 });
 const quick = args.quick ?? false;
@@ -179,6 +182,16 @@ const VARIANTS: [string, DeepAttackOptions][] = [
   ['neuron CG (seed, old default)', {space: 'neuron', solver: 'cg'}],
   ['neuron GA η=0.01', {space: 'neuron', solver: 'gradient-ascent', stepSize: 0.01}],
 ];
+// --variants REGEX keeps the variants whose name matches; --extra 'name=JSON' (repeatable) adds deepAttack option sets
+if (args.variants) {
+  const re = new RegExp(args.variants);
+  for (let i = VARIANTS.length - 1; i >= 0; i--) if (!re.test(VARIANTS[i][0])) VARIANTS.splice(i, 1);
+}
+for (const e of args.extra ?? []) {
+  const k = e.indexOf('=');
+  if (k < 1) throw new Error(`--extra '${e}': expected name=JSON of deepAttack options`);
+  VARIANTS.push([e.slice(0, k), JSON.parse(e.slice(k + 1)) as DeepAttackOptions]);
+}
 const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
 const pct = (v: number) => `${(100 * v).toFixed(1)}`;
 const rows: string[] = [];
@@ -201,9 +214,16 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
       ? [['zero', true, 0.01], ['zero', false, 0.01], [0.01, true, 0.01], [0.01, false, 0.03]]
       : [['zero', false, 0.01], [0.01, false, 0.03], [0.3, false, 0.03], [1, false, 0.03]];
     let ref = J0.slice();
-    for (const [start, project, lr] of quick ? starts.slice(0, 2) : starts) {
-      const r = adam(J, shapes, x, threat, start, project, lr, REF_ITERS);
-      ref = ref.map((b, k) => Math.max(b, r[k]));
+    // --cache DIR also keeps the reference (it depends only on the cached model, the batch and the iterations)
+    const refFile = args.cache ? `${args.cache}/ref-${kind}-${threat}-b${B}-i${REF_ITERS}${quick ? '-quick' : ''}.json` : '';
+    if (refFile && existsSync(refFile)) {
+      ref = JSON.parse(readFileSync(refFile, 'utf8')) as number[];
+    } else {
+      for (const [start, project, lr] of quick ? starts.slice(0, 2) : starts) {
+        const r = adam(J, shapes, x, threat, start, project, lr, REF_ITERS);
+        ref = ref.map((b, k) => Math.max(b, r[k]));
+      }
+      if (refFile) writeFileSync(refFile, JSON.stringify(ref));
     }
     const adv = instrument(model, {input: PENALTIES[threat][0], hidden: PENALTIES[threat][1]});
     adv.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
