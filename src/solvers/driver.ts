@@ -228,6 +228,9 @@ export function runSolver<S extends BaseState>(
       const due = new Uint8Array(B);
       for (let b = 0; b < B; b++) due[b] = sinceRestart[b] + 1 >= restartEvery ? 1 : 0;
       const old = state as S;
+      // host results leave the tidy by this variable: returned through it, tf.tidy would walk
+      // every element of the typed arrays looking for tensors
+      let hostOut: HostStepResult<S>['host'] | undefined;
       const next = tidyState(() => {
         const ctx: StepContext = {
           B,
@@ -256,7 +259,10 @@ export function runSolver<S extends BaseState>(
           },
         };
         const r = spec.step(old, ctx);
-        if ('host' in r) return {s: r.state, host: r.host};
+        if ('host' in r) {
+          hostOut = r.host;
+          return {s: r.state};
+        }
         const restarted = r.restarted ?? tf.onesLike(r.accept);
         const packed = tf.concat([
           r.state.J,
@@ -270,8 +276,8 @@ export function runSolver<S extends BaseState>(
       state = next.s;
       disposeStateExcept(old, state);
       let out: {J: ArrayLike<number>; accept: ArrayLike<number>; nonFinite: ArrayLike<number>; converged: ArrayLike<number>; restarted?: ArrayLike<number>};
-      if (next.host) {
-        out = next.host;
+      if (hostOut) {
+        out = hostOut;
       } else {
         const v = (next.packed as tf.Tensor).dataSync();
         (next.packed as tf.Tensor).dispose();
