@@ -7,7 +7,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {rowDotsKernel, rowKernelsAvailable, rowsFiniteKernel, rowStatsKernel, selectRowsKernel} from '../src/kernels/rows.js';
-import {batchDot, finitePerExample, whereRows} from '../src/solvers/batched.js';
+import {batchDot, finitePerExample, select, whereRows} from '../src/solvers/batched.js';
 import {penaltyValue, penaltyValueAnalyticGrad, type PenaltyConfig} from '../src/objective/penalties.js';
 
 before(async () => {
@@ -158,3 +158,25 @@ test('penaltyValueAnalyticGrad: same value as penaltyValue, same gradient as the
   tf.dispose([base, d]);
 });
 
+
+test('select / whereRows with bool operands give the logical select on cpu and wasm (wasm Select writes 4-byte results into bool outputs)', async () => {
+  for (const backend of ['cpu', 'wasm']) {
+    await tf.setBackend(backend);
+    const n = 37;
+    const want = Array.from({length: n}, (_, i) => ((i % 3 === 0 ? i % 2 === 0 : i % 5 === 0) ? 1 : 0));
+    const got = run(() => {
+      const c = tf.tensor1d(Array.from({length: n}, (_, i) => i % 3 === 0), 'bool');
+      const a = tf.tensor1d(Array.from({length: n}, (_, i) => i % 2 === 0), 'bool');
+      const b = tf.tensor1d(Array.from({length: n}, (_, i) => i % 5 === 0), 'bool');
+      // rank 2 rows: the mask broadcast over 4 columns
+      const a2 = tf.tile(tf.reshape(a, [n, 1]), [1, 4]);
+      const b2 = tf.tile(tf.reshape(b, [n, 1]), [1, 4]);
+      const r = [select(c, a, b), whereRows(c, a2, b2)];
+      assert.deepEqual(r.map((t) => t.dtype), ['bool', 'bool']);
+      return r;
+    });
+    assert.deepEqual(got[0], want, `${backend}: select`);
+    assert.deepEqual(got[1], want.flatMap((v) => [v, v, v, v]), `${backend}: whereRows`);
+  }
+  await tf.setBackend('cpu');
+});

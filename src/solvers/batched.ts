@@ -132,6 +132,12 @@ export function rowMask(mask: tf.Tensor, like: tf.Tensor): tf.Tensor {
  * gradient (the kernel's registered one); anything else goes to `tf.where`.
  */
 export function select(cond: tf.Tensor, a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+  // The wasm backend's Select (also behind tf.where) writes 4-byte results into a bool output: wrong
+  // values and writes past the end of the output buffer. Bool operands go through logical ops.
+  if (a.dtype === 'bool' && b.dtype === 'bool') {
+    const c = cond.dtype === 'bool' ? cond : tf.notEqual(cond, 0);
+    return tf.logicalOr(tf.logicalAnd(c, a), tf.logicalAnd(tf.logicalNot(c), b));
+  }
   if (
     cond.dtype === 'bool' &&
     a.dtype === b.dtype &&
