@@ -253,6 +253,11 @@ export function setHostKernelsEnabled(on: boolean): void {
   enabled = on;
 }
 
+/** Whether the host (and SIMD) kernels are enabled (see {@link setHostKernelsEnabled}). @internal */
+export function hostKernelsEnabled(): boolean {
+  return enabled;
+}
+
 /**
  * True when the fused row kernels can run now: the active backend is wasm or cpu (registering the
  * kernels for it on first use) and no gradient tape is recording (they have no gradients).

@@ -1,0 +1,77 @@
+// The fused SIMD direction kernel of src/kernels/simd.ts (wasm) against the tfjs ops it replaces
+// (linearisedDirection's equal-curvature L∞ + box branch), bit for bit: with and without the
+// evaluation's excesses, saturated pixels, zero gradients, points inside and outside the ball and
+// box; the fallback for sizes that are not multiples of 4; no tensor kept.
+import {tf} from './setup.js';
+import '@tensorflow/tfjs-backend-wasm';
+import assert from 'node:assert/strict';
+import {after, before, test} from 'node:test';
+import {setHostKernelsEnabled} from '../src/kernels/rows.js';
+import {LINF_BOX_DIRECTION, simdKernelsAvailable} from '../src/kernels/simd.js';
+import {linearisedDirection, penaltyValueAndGradient, type PenaltyConfig} from '../src/objective/penalties.js';
+import {rand} from './fixtures/random.js';
+
+before(async () => {
+  await tf.setBackend('wasm');
+});
+after(async () => {
+  setHostKernelsEnabled(true);
+  await tf.setBackend('cpu');
+});
+
+/** Values with exact zeros and repeated entries mixed in (ties at the kinks). */
+function data(n: number, seed: number, lo: number, hi: number, zeros = 0.2): number[] {
+  const r = rand(n, seed, lo, hi);
+  const u = rand(n, seed + 99, 0, 1);
+  return r.map((v, i) => (u[i] < zeros ? 0 : u[i] > 0.95 ? Math.round(v * 10) / 10 : v));
+}
+
+test('SIMD L∞ + box direction equals the tfjs ops bit for bit (wasm)', async () => {
+  await tf.setBackend('wasm');
+  assert.equal(simdKernelsAvailable(), true, 'the SIMD module instantiates on the wasm backend');
+  const configs: [PenaltyConfig, number[]][] = [
+    [{kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1]}, [6, 28]],
+    [{kind: 'linf', epsilon: 0.3, lambda: 7, box: [-1, 2], boxLambda: 7}, [5, 4, 4]],
+  ];
+  const before = tf.memory().numTensors;
+  for (const [cfg, shape] of configs) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const [lo, hi] = cfg.box as [number, number];
+    const base = tf.tensor(data(n, 1, lo - 0.1, hi + 0.1, 0.3).map((v) => Math.min(hi, Math.max(lo, v))), shape);
+    const d = tf.tensor(data(n, 2, -0.5, 0.5), shape);
+    const g = tf.tensor(data(n, 3, -4, 4, 0.15), shape);
+    const dir = linearisedDirection(cfg, base);
+    for (const withExcess of [true, false]) {
+      const run = (simd: boolean) => {
+        setHostKernelsEnabled(simd);
+        try {
+          return tf.tidy(() => {
+            const excess = withExcess ? penaltyValueAndGradient(cfg, d, base).excess : undefined;
+            return Array.from(dir.direction(g, d, excess).dataSync());
+          });
+        } finally {
+          setHostKernelsEnabled(true);
+        }
+      };
+      const got = run(true);
+      const want = run(false);
+      got.forEach((v, i) => assert.ok(Object.is(v, want[i]), `${JSON.stringify(cfg)} excess=${withExcess} [${i}]: ${v} vs ${want[i]}`));
+    }
+    const profile = await tf.profile(() => tf.tidy(() => void dir.direction(g, d)));
+    assert.ok(profile.kernels.some((k) => k.name === LINF_BOX_DIRECTION), 'the fused kernel ran');
+    assert.ok(profile.kernels.length <= 6, `${profile.kernels.length} kernels instead of ≈ 29`);
+    dir.dispose();
+    tf.dispose([base, d, g]);
+  }
+  // a size that is not a multiple of 4 falls back to the tfjs ops
+  const cfg: PenaltyConfig = {kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1]};
+  const base = tf.tensor2d(data(15, 4, 0, 1), [3, 5]);
+  const d = tf.tensor2d(data(15, 5, -0.3, 0.3), [3, 5]);
+  const g = tf.tensor2d(data(15, 6, -2, 2), [3, 5]);
+  const dir = linearisedDirection(cfg, base);
+  const profile = await tf.profile(() => tf.tidy(() => void dir.direction(g, d)));
+  assert.ok(!profile.kernels.some((k) => k.name === LINF_BOX_DIRECTION), 'no fused kernel for 15 entries');
+  dir.dispose();
+  tf.dispose([base, d, g]);
+  assert.equal(tf.memory().numTensors, before, 'tensors kept');
+});
