@@ -1,13 +1,15 @@
-// The fused SIMD direction kernel of src/kernels/simd.ts (wasm) against the tfjs ops it replaces
-// (linearisedDirection's equal-curvature L∞ + box branch), bit for bit: with and without the
-// evaluation's excesses, saturated pixels, zero gradients, points inside and outside the ball and
-// box; the fallback for sizes that are not multiples of 4; no tensor kept.
+// The fused SIMD kernels of src/kernels/simd.ts (wasm) against the tfjs ops they replace, bit for
+// bit: the search direction (linearisedDirection's equal-curvature L∞ + box branch, with and
+// without the evaluation's excesses) and the L∞ + box penalty's elementwise part (value, gradient,
+// excesses), on saturated pixels, zero gradients, points inside and outside the ball and box; the
+// fallback for sizes that are not multiples of 4; no tensor kept. (The row reductions' SIMD path is
+// checked in row_kernels.test.ts.)
 import {tf} from './setup.js';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {setHostKernelsEnabled} from '../src/kernels/rows.js';
-import {LINF_BOX_DIRECTION, simdKernelsAvailable} from '../src/kernels/simd.js';
+import {LINF_BOX_DIRECTION, LINF_BOX_PENALTY, simdKernelsAvailable} from '../src/kernels/simd.js';
 import {linearisedDirection, penaltyValueAndGradient, type PenaltyConfig} from '../src/objective/penalties.js';
 import {rand} from './fixtures/random.js';
 
@@ -73,5 +75,40 @@ test('SIMD L∞ + box direction equals the tfjs ops bit for bit (wasm)', async (
   assert.ok(!profile.kernels.some((k) => k.name === LINF_BOX_DIRECTION), 'no fused kernel for 15 entries');
   dir.dispose();
   tf.dispose([base, d, g]);
+  assert.equal(tf.memory().numTensors, before, 'tensors kept');
+});
+
+test('SIMD L∞ + box penalty value, gradient and excesses equal the tfjs ops bit for bit (wasm)', async () => {
+  await tf.setBackend('wasm');
+  const configs: [PenaltyConfig, number[]][] = [
+    [{kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1]}, [6, 28]],
+    [{kind: 'linf', epsilon: 0.25, lambda: 30, box: [-1, 2], boxLambda: 9}, [5, 4, 4]],
+  ];
+  const before = tf.memory().numTensors;
+  for (const [cfg, shape] of configs) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const [lo, hi] = cfg.box as [number, number];
+    const base = tf.tensor(data(n, 7, lo - 0.2, hi + 0.2, 0.3).map((v) => Math.min(hi, Math.max(lo, v))), shape);
+    const d = tf.tensor(data(n, 8, -0.6, 0.6), shape);
+    const run = (simd: boolean) => {
+      setHostKernelsEnabled(simd);
+      try {
+        return tf.tidy(() => {
+          const r = penaltyValueAndGradient(cfg, d, base);
+          return [r.value, r.grad, r.excess?.ball as tf.Tensor, r.excess?.box as tf.Tensor].map((t) => Array.from(t.dataSync()));
+        });
+      } finally {
+        setHostKernelsEnabled(true);
+      }
+    };
+    const got = run(true);
+    const want = run(false);
+    ['value', 'gradient', 'ball excess', 'box excess'].forEach((what, k) =>
+      got[k].forEach((v, i) => assert.ok(Object.is(v, want[k][i]), `${JSON.stringify(cfg)} ${what}[${i}]: ${v} vs ${want[k][i]}`)),
+    );
+    const profile = await tf.profile(() => tf.tidy(() => void penaltyValueAndGradient(cfg, d, base)));
+    assert.ok(profile.kernels.some((k) => k.name === LINF_BOX_PENALTY), 'the fused kernel ran');
+    tf.dispose([base, d]);
+  }
   assert.equal(tf.memory().numTensors, before, 'tensors kept');
 });

@@ -16,6 +16,7 @@
  * @packageDocumentation
  */
 import * as tf from '@tensorflow/tfjs-core';
+import {simdRowReductions} from './simd.js';
 
 type TensorInfo = tf.TensorInfo;
 export type Arr = Float32Array | Int32Array | Uint8Array;
@@ -205,17 +206,28 @@ function rowStats({inputs, backend, attrs}: HostKernelArgs): TensorInfo {
   const io = hostIO(backend);
   const out = io.alloc([2 * B], 'float32');
   const acc = new Float64Array(B);
+  // on wasm, the same reductions as SIMD code on the backend's memory (src/kernels/simd.ts)
+  const simd = simdRowReductions(backend);
+  const rowLength = (t: TensorInfo) => t.shape.slice(1).reduce((a, c) => a * c, 1);
   for (const g of gs) {
+    const k = rowLength(g);
+    if (simd && k % 4 === 0) {
+      for (let r = 0; r < B; r++) acc[r] += simd.squares(g, r, k);
+      continue;
+    }
     const v = io.view(g) as Float32Array;
-    const k = v.length / B;
     for (let r = 0; r < B; r++) acc[r] += squaresRange(v, r * k, (r + 1) * k); // = dotRange(v, v, …), bit for bit
   }
   const ok = new Uint8Array(B);
   for (let r = 0; r < B; r++) ok[r] = Number.isFinite(acc[r]) ? 1 : 0;
   for (const t of ts) {
     if (t.dtype !== 'float32') continue;
+    const k = rowLength(t);
+    if (simd && k % 4 === 0) {
+      for (let r = 0; r < B; r++) if (ok[r] === 1 && !simd.finite(t, r, k)) ok[r] = 0;
+      continue;
+    }
     const v = io.view(t) as Float32Array;
-    const k = v.length / B;
     for (let r = 0; r < B; r++) if (ok[r] === 1 && !finiteRange(v, r * k, (r + 1) * k)) ok[r] = 0;
   }
   const ov = io.view(out) as Float32Array;

@@ -21,8 +21,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {hostKernelsEnabled} from './rows.js';
 
-/** Kernel name (prefixed: not a tfjs kernel). */
+/** Kernel names (prefixed: not tfjs kernels). */
 export const LINF_BOX_DIRECTION = 'TfjsDeepAdversarialLinfBoxDirection';
+export const LINF_BOX_PENALTY = 'TfjsDeepAdversarialLinfBoxPenalty';
 
 // --- a minimal WebAssembly binary encoder (only what the kernel below needs) ---
 const uleb = (n: number): number[] => {
@@ -52,6 +53,7 @@ const section = (id: number, body: number[]): number[] => [id, ...uleb(body.leng
 const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
 const I32 = 0x7f;
 const F32 = 0x7d;
+const F64 = 0x7c;
 const V128 = 0x7b;
 const get = (i: number): number[] => [0x20, ...uleb(i)];
 const set = (i: number): number[] => [0x21, ...uleb(i)];
@@ -68,6 +70,14 @@ const op = {
   sub: simd(0xe5), // f32x4.sub
   mul: simd(0xe6), // f32x4.mul
   div: simd(0xe7), // f32x4.div
+  min: simd(0xe8), // f32x4.min
+  load64zero: simd(0x5d, 0x00, 0x08), // v128.load64_zero offset=8
+  promote: simd(0x5f), // f64x2.promote_low_f32x4
+  f64x2add: simd(0xf0),
+  f64x2mul: simd(0xf2),
+  f64lane: (lane: number): number[] => simd(0x21, lane), // f64x2.extract_lane
+  eq: simd(0x41), // f32x4.eq
+  allTrue: simd(0xa3), // i32x4.all_true
   max: simd(0xe9), // f32x4.max
   i32add: [0x6a],
   i32ltU: [0x49],
@@ -115,14 +125,119 @@ function directionModule(): Uint8Array {
     0x0b, // end function
   ];
   const func = [...vec([[...uleb(1), I32], [...uleb(11), V128]]), ...body];
+  const pen = penaltyBody();
+  const sq = squaresBody();
+  const fin = finiteBody();
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec([[0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])]])),
+    ...section(
+      1,
+      vec([
+        [0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(8).fill([I32]), [F32], [F32], [F32], [F32], [F32]]), ...vec([])],
+        [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])],
+        [0x60, ...vec([[I32], [I32]]), ...vec([[I32]])],
+      ]),
+    ),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
-    ...section(3, vec([uleb(0)])),
-    ...section(7, vec([[...name('dir'), 0x00, ...uleb(0)]])),
-    ...section(10, vec([[...uleb(func.length), ...func]])),
+    ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3)])),
+    ...section(
+      7,
+      vec([[...name('dir'), 0x00, ...uleb(0)], [...name('pen'), 0x00, ...uleb(1)], [...name('sq'), 0x00, ...uleb(2)], [...name('fin'), 0x00, ...uleb(3)]]),
+    ),
+    ...section(10, vec([[...uleb(func.length), ...func], [...uleb(pen.length), ...pen], [...uleb(sq.length), ...sq], [...uleb(fin.length), ...fin]])),
   ]);
+}
+
+/**
+ * `pen(d, base, ball, box, grad, ballSq, boxSq, bytes, ε, lo, hi, −2λ, 2λ_box)`: per lane the
+ * elementwise part of `penaltyValueAndGradient` for an L∞ ball with a box, in its order:
+ * ball = d − clip(d, −ε, ε); n = base + d; box = clip(n, lo, hi) − n;
+ * grad = (−2λ)·ball + (2λ_box)·box; and ball², box² (the row sums stay with the tfjs `Sum`).
+ */
+/**
+ * `sq(ptr, bytes)`: Σ v[j]² over a row of float32 (bytes a multiple of 16) in float64, with the
+ * four partial sums of `rows.ts`' `dotRange` (lane j mod 4), added as ((s0 + s1) + s2) + s3: the
+ * same float64 value as that JavaScript loop.
+ */
+function squaresBody(): number[] {
+  const P = {ptr: 0, bytes: 1};
+  const L = {end: 2, a01: 3, a23: 4, t: 5};
+  const body = [
+    ...get(P.ptr), ...get(P.bytes), ...op.i32add, ...set(L.end),
+    0x02, 0x40,
+    0x03, 0x40,
+    ...get(P.ptr), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...get(L.a01), ...get(P.ptr), ...op.load, ...op.promote, 0x22, ...uleb(L.t), ...get(L.t), ...op.f64x2mul, ...op.f64x2add, ...set(L.a01),
+    ...get(L.a23), ...get(P.ptr), ...op.load64zero, ...op.promote, 0x22, ...uleb(L.t), ...get(L.t), ...op.f64x2mul, ...op.f64x2add, ...set(L.a23),
+    ...get(P.ptr), ...op.i32const(16), ...op.i32add, ...set(P.ptr),
+    0x0c, 0x00,
+    0x0b,
+    0x0b,
+    ...get(L.a01), ...op.f64lane(0), ...get(L.a01), ...op.f64lane(1), 0xa0 /* f64.add */,
+    ...get(L.a23), ...op.f64lane(0), 0xa0, ...get(L.a23), ...op.f64lane(1), 0xa0,
+    0x0b,
+  ];
+  return [...vec([[...uleb(1), I32], [...uleb(3), V128]]), ...body];
+}
+
+/** `fin(ptr, bytes)`: 1 when every float32 of the row is finite (Σ v·0 per lane stays 0), else 0. */
+function finiteBody(): number[] {
+  const P = {ptr: 0, bytes: 1};
+  const L = {end: 2, acc: 3, zero: 4};
+  const body = [
+    ...get(P.ptr), ...get(P.bytes), ...op.i32add, ...set(L.end),
+    ...op.f32const(0), ...op.splat, ...set(L.zero),
+    ...get(L.zero), ...set(L.acc),
+    0x02, 0x40,
+    0x03, 0x40,
+    ...get(P.ptr), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...get(L.acc), ...get(P.ptr), ...op.load, ...get(L.zero), ...op.mul, ...op.add, ...set(L.acc),
+    ...get(P.ptr), ...op.i32const(16), ...op.i32add, ...set(P.ptr),
+    0x0c, 0x00,
+    0x0b,
+    0x0b,
+    ...get(L.acc), ...get(L.zero), ...op.eq, ...op.allTrue,
+    0x0b,
+  ];
+  return [...vec([[...uleb(1), I32], [...uleb(2), V128]]), ...body];
+}
+
+function penaltyBody(): number[] {
+  const P = {d: 0, base: 1, ball: 2, box: 3, grad: 4, ballSq: 5, boxSq: 6, bytes: 7, eps: 8, lo: 9, hi: 10, m2l: 11, lb2: 12};
+  const L = {i: 13, x: 14, a: 15, n: 16, c: 17, eps: 18, neps: 19, lo: 20, hi: 21, m2l: 22, lb2: 23};
+  const at = (p: number): number[] => [...get(p), ...get(L.i), ...op.i32add, ...op.load];
+  const to = (p: number): number[] => [...get(p), ...get(L.i), ...op.i32add];
+  const splatParam = (p: number, l: number): number[] => [...get(p), ...op.splat, ...set(l)];
+  const body = [
+    ...splatParam(P.eps, L.eps),
+    ...get(P.eps), 0x8c /* f32.neg */, ...op.splat, ...set(L.neps),
+    ...splatParam(P.lo, L.lo),
+    ...splatParam(P.hi, L.hi),
+    ...splatParam(P.m2l, L.m2l),
+    ...splatParam(P.lb2, L.lb2),
+    0x02, 0x40,
+    0x03, 0x40,
+    ...get(L.i), ...get(P.bytes), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...at(P.d), ...set(L.x),
+    // ball = d − clip(d, −ε, ε)
+    ...get(L.x), ...get(L.x), ...get(L.neps), ...op.max, ...get(L.eps), ...op.min, ...op.sub, ...set(L.a),
+    ...to(P.ball), ...get(L.a), ...op.store,
+    ...to(P.ballSq), ...get(L.a), ...get(L.a), ...op.mul, ...op.store,
+    // box = clip(n, lo, hi) − n, n = base + d
+    ...at(P.base), ...get(L.x), ...op.add, ...set(L.n),
+    ...get(L.n), ...get(L.lo), ...op.max, ...get(L.hi), ...op.min, ...get(L.n), ...op.sub, ...set(L.c),
+    ...to(P.box), ...get(L.c), ...op.store,
+    ...to(P.boxSq), ...get(L.c), ...get(L.c), ...op.mul, ...op.store,
+    // grad = (−2λ)·ball + (2λ_box)·box
+    ...to(P.grad), ...get(L.m2l), ...get(L.a), ...op.mul, ...get(L.lb2), ...get(L.c), ...op.mul, ...op.add, ...op.store,
+    ...get(L.i), ...op.i32const(16), ...op.i32add, ...set(L.i),
+    0x0c, 0x00,
+    0x0b,
+    0x0b,
+    0x0b,
+  ];
+  return [...vec([[...uleb(1), I32], [...uleb(10), V128]]), ...body];
 }
 
 interface WasmBackendLike {
@@ -132,7 +247,13 @@ interface WasmBackendLike {
 }
 
 type DirectionFn = (...args: number[]) => void;
-const instances = new WeakMap<object, DirectionFn | null>();
+interface SimdFns {
+  dir: DirectionFn;
+  pen: DirectionFn;
+  sq: (ptr: number, bytes: number) => number;
+  fin: (ptr: number, bytes: number) => number;
+}
+const instances = new WeakMap<object, SimdFns | null>();
 
 /** The part of the WebAssembly JavaScript API used here (the package's TypeScript lib has no DOM/wasm types). */
 interface WasmApi {
@@ -143,25 +264,26 @@ interface WasmApi {
 const WASM = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly;
 
 /** The kernel function for the memory of `backend` (null when it cannot be instantiated there). */
-function directionFor(backend: WasmBackendLike): DirectionFn | null {
+function simdFor(backend: WasmBackendLike): SimdFns | null {
   const memory = backend.wasm?.asm?.memory;
   if (WASM == null || !(memory instanceof WASM.Memory)) return null;
   if (!instances.has(memory)) {
-    let fn: DirectionFn | null = null;
+    let fns: SimdFns | null = null;
     try {
       const inst = new WASM.Instance(new WASM.Module(directionModule()), {env: {memory}});
-      fn = inst.exports.dir as DirectionFn;
+      const e = inst.exports as Record<string, unknown>;
+      fns = {dir: e.dir as DirectionFn, pen: e.pen as DirectionFn, sq: e.sq as SimdFns['sq'], fin: e.fin as SimdFns['fin']};
     } catch {
-      fn = null; // no SIMD, or a shared (threaded) memory
+      fns = null; // no SIMD, or a shared (threaded) memory
     }
-    instances.set(memory, fn);
+    instances.set(memory, fns);
   }
   return instances.get(memory) ?? null;
 }
 
 function linfBoxDirection({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): tf.TensorInfo {
   const b = backend as WasmBackendLike;
-  const fn = directionFor(b);
+  const fn = simdFor(b)?.dir;
   if (fn == null) throw new Error(`${LINF_BOX_DIRECTION}: the SIMD module is not available on this backend`);
   const t = inputs as Record<string, tf.TensorInfo>;
   const out = b.makeOutput(t.g.shape, 'float32');
@@ -180,9 +302,12 @@ export function simdKernelsAvailable(): boolean {
   if (!hostKernelsEnabled()) return false;
   if ((tf.engine() as unknown as {isTapeOn(): boolean}).isTapeOn()) return false;
   if (tf.getBackend() !== 'wasm') return false;
-  if (directionFor(tf.backend() as unknown as WasmBackendLike) == null) return false;
+  if (simdFor(tf.backend() as unknown as WasmBackendLike) == null) return false;
   if (tf.getKernel(LINF_BOX_DIRECTION, 'wasm') == null) {
     tf.registerKernel({kernelName: LINF_BOX_DIRECTION, backendName: 'wasm', kernelFunc: linfBoxDirection as unknown as tf.KernelFunc});
+  }
+  if (tf.getKernel(LINF_BOX_PENALTY, 'wasm') == null) {
+    tf.registerKernel({kernelName: LINF_BOX_PENALTY, backendName: 'wasm', kernelFunc: linfBoxPenalty as unknown as tf.KernelFunc});
   }
   return true;
 }
@@ -201,4 +326,52 @@ export function linfBoxDirectionKernel(
   twoLambda: number,
 ): tf.Tensor {
   return tf.engine().runKernel(LINF_BOX_DIRECTION, {g, d, A, C, ...k} as unknown as tf.NamedTensorMap, {twoLambda}) as tf.Tensor;
+}
+
+function linfBoxPenalty({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): tf.TensorInfo[] {
+  const b = backend as WasmBackendLike;
+  const fn = simdFor(b)?.pen;
+  if (fn == null) throw new Error(`${LINF_BOX_PENALTY}: the SIMD module is not available on this backend`);
+  const {d, base} = inputs as Record<string, tf.TensorInfo>;
+  const outs = [0, 1, 2, 3, 4].map(() => b.makeOutput(d.shape, 'float32'));
+  const ptr = (x: tf.TensorInfo) => (b.dataIdMap.get(x.dataId) as {memoryOffset: number}).memoryOffset;
+  const size = d.shape.reduce((a, c) => a * c, 1);
+  const a = attrs as Record<string, number>;
+  fn(ptr(d), ptr(base), ...outs.map(ptr), size * 4, a.epsilon, a.lo, a.hi, a.minusTwoLambda, a.twoBoxLambda);
+  return outs;
+}
+
+/**
+ * The elementwise part of an L∞ + box penalty's value and gradient in one SIMD pass: [ball, box,
+ * grad, ball², box²] with ball = d − clip(d, −ε, ε), box = clip(base + d, lo, hi) − (base + d),
+ * grad = (−2λ)·ball + (2λ_box)·box — bit for bit the tfjs ops of `penaltyValueAndGradient`.
+ * d and base float32 of one shape whose size is a multiple of 4; call only when
+ * {@link simdKernelsAvailable}.
+ */
+export function linfBoxPenaltyKernel(
+  d: tf.Tensor,
+  base: tf.Tensor,
+  c: {epsilon: number; lo: number; hi: number; lambda: number; boxLambda: number},
+): [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor] {
+  const attrs = {epsilon: c.epsilon, lo: c.lo, hi: c.hi, minusTwoLambda: -2 * c.lambda, twoBoxLambda: 2 * c.boxLambda};
+  return tf.engine().runKernel(LINF_BOX_PENALTY, {d, base} as unknown as tf.NamedTensorMap, attrs) as unknown as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+}
+
+/**
+ * Row reductions on the wasm backend's memory for the host row kernels (`rows.ts`): `squares(t, r)`
+ * = Σ over row r of t² (the float64 value of `dotRange(v, v, …)`), `finite(t, r)` = every entry of
+ * row r finite. Null unless the SIMD module runs on this backend and the host kernels are enabled.
+ * Rows must hold a multiple of 4 entries (the caller checks). @internal
+ */
+export function simdRowReductions(backend: unknown): {squares(t: tf.TensorInfo, row: number, m: number): number; finite(t: tf.TensorInfo, row: number, m: number): boolean} | null {
+  if (!hostKernelsEnabled()) return null;
+  const b = backend as WasmBackendLike;
+  if (typeof b.makeOutput !== 'function' || b.dataIdMap == null) return null;
+  const fns = simdFor(b);
+  if (fns == null) return null;
+  const ptr = (x: tf.TensorInfo) => (b.dataIdMap.get(x.dataId) as {memoryOffset: number}).memoryOffset;
+  return {
+    squares: (t, row, m) => fns.sq(ptr(t) + row * m * 4, m * 4),
+    finite: (t, row, m) => fns.fin(ptr(t) + row * m * 4, m * 4) === 1,
+  };
 }

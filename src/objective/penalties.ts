@@ -19,7 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {expandAs, maxPerExample, select, sumPerExample} from '../solvers/batched.js';
-import {linfBoxDirectionKernel, simdKernelsAvailable} from '../kernels/simd.js';
+import {linfBoxDirectionKernel, linfBoxPenaltyKernel, simdKernelsAvailable} from '../kernels/simd.js';
 
 /**
  * Default λ for the constraint-style penalties (`linf`, `l2`, `l1`, `box`).
@@ -245,6 +245,22 @@ export function penaltyValueAndGradient(config: PenaltyConfig, d: tf.Tensor, bas
     if (config.kind === 'quadratic') {
       value = tf.mul(-config.lambda, sumPerExample(tf.square(d)));
       grad = tf.mul(-2 * config.lambda, d);
+    } else if (
+      config.box &&
+      base &&
+      d.dtype === 'float32' &&
+      base.dtype === 'float32' &&
+      tf.util.arraysEqual(d.shape, base.shape) &&
+      d.size % 4 === 0 &&
+      simdKernelsAvailable()
+    ) {
+      // the same elementwise operations in one SIMD pass on wasm (src/kernels/simd.ts), bit for bit
+      const lambda = config.lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+      const boxLambda = config.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA;
+      const [lo, hi] = config.box;
+      const [b, x, gr, b2, x2] = linfBoxPenaltyKernel(d, base, {epsilon: config.epsilon, lo, hi, lambda, boxLambda});
+      value = tf.sub(tf.mul(-lambda, sumPerExample(b2)), tf.mul(boxLambda, sumPerExample(x2)));
+      return {value, grad: gr, excess: {ball: b, box: x}};
     } else {
       const lambda = (config as NormBallPenalty).lambda ?? DEFAULT_CONSTRAINT_LAMBDA;
       const eps = (config as NormBallPenalty).epsilon;
