@@ -1,7 +1,7 @@
 // The fused SIMD kernels of src/kernels/simd.ts (wasm) against the tfjs ops they replace, bit for
 // bit: the search direction (linearisedDirection's equal-curvature L∞ + box branch, with and
 // without the evaluation's excesses) and the L∞ + box penalty's elementwise part (value, gradient,
-// excesses), on saturated pixels, zero gradients, points inside and outside the ball and box; the
+// excesses) and the solver step x + a·p (sign rows included), on saturated pixels, zero gradients, points inside and outside the ball and box; the
 // fallback for sizes that are not multiples of 4; no tensor kept. (The row reductions' SIMD path is
 // checked in row_kernels.test.ts.)
 import {tf} from './setup.js';
@@ -9,7 +9,8 @@ import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {setHostKernelsEnabled} from '../src/kernels/rows.js';
-import {LINF_BOX_DIRECTION, LINF_BOX_PENALTY, simdKernelsAvailable} from '../src/kernels/simd.js';
+import {LINF_BOX_DIRECTION, LINF_BOX_PENALTY, simdKernelsAvailable, STEP_ROWS} from '../src/kernels/simd.js';
+import {stepRows} from '../src/solvers/batched.js';
 import {linearisedDirection, penaltyValueAndGradient, type PenaltyConfig} from '../src/objective/penalties.js';
 import {rand} from './fixtures/random.js';
 
@@ -109,6 +110,42 @@ test('SIMD L∞ + box penalty value, gradient and excesses equal the tfjs ops bi
     const profile = await tf.profile(() => tf.tidy(() => void penaltyValueAndGradient(cfg, d, base)));
     assert.ok(profile.kernels.some((k) => k.name === LINF_BOX_PENALTY), 'the fused kernel ran');
     tf.dispose([base, d]);
+  }
+  assert.equal(tf.memory().numTensors, before, 'tensors kept');
+});
+
+test('SIMD step rows (x + a·p, sign rows with the wasm Sign dead zone) equal the tfjs ops bit for bit (wasm)', async () => {
+  await tf.setBackend('wasm');
+  const before = tf.memory().numTensors;
+  const e = 2 ** -23;
+  for (const shape of [[6, 8], [4, 2, 14]]) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const B = shape[0];
+    const x = tf.tensor(data(n, 11, -1, 1), shape);
+    // p with exact zeros and values at the edge of the dead zone
+    const pv = data(n, 12, -0.5, 0.5).map((v, i) => (i % 7 === 0 ? [e, -e, e / 2, -e / 2, 3 * e][i % 5] : v));
+    const p = tf.tensor(pv, shape);
+    const a = tf.tensor1d(rand(B, 13, 0, 3));
+    const mag = tf.tensor1d(rand(B, 14, 0, 0.2));
+    const masks = [null, tf.tensor1d(rand(B, 15, 0, 1).map((u) => (u > 0.5 ? 1 : 0)), 'bool')];
+    for (const sign of [false, true]) {
+      for (const mask of sign ? masks : [null]) {
+        const run = (simd: boolean) => {
+          setHostKernelsEnabled(simd);
+          try {
+            return tf.tidy(() => Array.from(stepRows(x, a as tf.Tensor1D, p, sign ? {mask: mask as tf.Tensor1D | null, mag: mag as tf.Tensor1D} : undefined).dataSync()));
+          } finally {
+            setHostKernelsEnabled(true);
+          }
+        };
+        const got = run(true);
+        const want = run(false);
+        got.forEach((v, i) => assert.ok(Object.is(v, want[i]), `shape ${shape} sign=${sign} mask=${mask != null} [${i}]: ${v} vs ${want[i]}`));
+      }
+    }
+    const profile = await tf.profile(() => tf.tidy(() => void stepRows(x, a as tf.Tensor1D, p, {mask: null, mag: mag as tf.Tensor1D})));
+    assert.ok(profile.kernels.some((k) => k.name === STEP_ROWS), 'the fused kernel ran');
+    tf.dispose([x, p, a, mag, ...masks.filter((m): m is tf.Tensor1D => m != null)]);
   }
   assert.equal(tf.memory().numTensors, before, 'tensors kept');
 });

@@ -24,6 +24,7 @@ import {hostKernelsEnabled} from './rows.js';
 /** Kernel names (prefixed: not tfjs kernels). */
 export const LINF_BOX_DIRECTION = 'TfjsDeepAdversarialLinfBoxDirection';
 export const LINF_BOX_PENALTY = 'TfjsDeepAdversarialLinfBoxPenalty';
+export const STEP_ROWS = 'TfjsDeepAdversarialStepRows';
 
 // --- a minimal WebAssembly binary encoder (only what the kernel below needs) ---
 const uleb = (n: number): number[] => {
@@ -77,6 +78,8 @@ const op = {
   f64x2mul: simd(0xf2),
   f64lane: (lane: number): number[] => simd(0x21, lane), // f64x2.extract_lane
   eq: simd(0x41), // f32x4.eq
+  lt: simd(0x43), // f32x4.lt
+  and: simd(0x4e), // v128.and
   allTrue: simd(0xa3), // i32x4.all_true
   max: simd(0xe9), // f32x4.max
   i32add: [0x6a],
@@ -128,6 +131,7 @@ function directionModule(): Uint8Array {
   const pen = penaltyBody();
   const sq = squaresBody();
   const fin = finiteBody();
+  const stp = stepBody();
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(
@@ -137,15 +141,25 @@ function directionModule(): Uint8Array {
         [0x60, ...vec([...Array<number[]>(8).fill([I32]), [F32], [F32], [F32], [F32], [F32]]), ...vec([])],
         [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])],
         [0x60, ...vec([[I32], [I32]]), ...vec([[I32]])],
+        [0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])],
       ]),
     ),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
-    ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3)])),
+    ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3), uleb(4)])),
     ...section(
       7,
-      vec([[...name('dir'), 0x00, ...uleb(0)], [...name('pen'), 0x00, ...uleb(1)], [...name('sq'), 0x00, ...uleb(2)], [...name('fin'), 0x00, ...uleb(3)]]),
+      vec([
+        [...name('dir'), 0x00, ...uleb(0)],
+        [...name('pen'), 0x00, ...uleb(1)],
+        [...name('sq'), 0x00, ...uleb(2)],
+        [...name('fin'), 0x00, ...uleb(3)],
+        [...name('step'), 0x00, ...uleb(4)],
+      ]),
     ),
-    ...section(10, vec([[...uleb(func.length), ...func], [...uleb(pen.length), ...pen], [...uleb(sq.length), ...sq], [...uleb(fin.length), ...fin]])),
+    ...section(
+      10,
+      vec([[...uleb(func.length), ...func], [...uleb(pen.length), ...pen], [...uleb(sq.length), ...sq], [...uleb(fin.length), ...fin], [...uleb(stp.length), ...stp]]),
+    ),
   ]);
 }
 
@@ -203,6 +217,57 @@ function finiteBody(): number[] {
   return [...vec([[...uleb(1), I32], [...uleb(2), V128]]), ...body];
 }
 
+/**
+ * `step(x, p, a, mag, mask, out, B, rowBytes, signed, allSigned, c)`: per row r (a, mag float32 [B],
+ * mask bool [B]) out = x + a_r·q with q = p, or, in signed rows (`signed` and (`allSigned` or
+ * mask[r])), q = sign(p)·mag_r where sign(p) = [p > c] − [p < −c] — the operations of `stepRows`
+ * with `backendSign` on wasm (c its dead zone), in their order.
+ */
+function stepBody(): number[] {
+  const P = {x: 0, p: 1, a: 2, mag: 3, mask: 4, out: 5, B: 6, rowBytes: 7, signed: 8, all: 9, c: 10};
+  const L = {r: 11, j: 12, end: 13, sg: 14, ar: 15, mr: 16, C: 17, NC: 18, one: 19, pv: 20};
+  const rowScalar = (base: number): number[] => [...get(base), ...get(L.r), ...op.i32const(2), 0x74 /* i32.shl */, ...op.i32add, 0x2a, 0x02, 0x00 /* f32.load */, ...op.splat];
+  const body = [
+    ...get(P.c), ...op.splat, ...set(L.C),
+    ...get(P.c), 0x8c /* f32.neg */, ...op.splat, ...set(L.NC),
+    ...op.f32const(1), ...op.splat, ...set(L.one),
+    0x02, 0x40, // block rows
+    0x03, 0x40, // loop rows
+    ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...rowScalar(P.a), ...set(L.ar),
+    // sg = signed && (allSigned || mask[r] != 0)
+    ...get(P.signed), 0x04, I32, ...get(P.all), 0x04, I32, ...op.i32const(1), 0x05, ...get(P.mask), ...get(L.r), ...op.i32add, 0x2d, 0x00, 0x00 /* i32.load8_u */, ...op.i32const(0), 0x47 /* i32.ne */, 0x0b, 0x05, ...op.i32const(0), 0x0b, ...set(L.sg),
+    ...get(L.sg), 0x04, 0x40, ...rowScalar(P.mag), ...set(L.mr), 0x0b,
+    ...get(L.r), ...get(P.rowBytes), 0x6c /* i32.mul */, ...set(L.j),
+    ...get(L.j), ...get(P.rowBytes), ...op.i32add, ...set(L.end),
+    0x02, 0x40, // block cols
+    0x03, 0x40, // loop cols
+    ...get(L.j), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...get(P.p), ...get(L.j), ...op.i32add, ...op.load, ...set(L.pv),
+    ...get(P.out), ...get(L.j), ...op.i32add,
+    ...get(P.x), ...get(L.j), ...op.i32add, ...op.load,
+    ...get(L.ar),
+    ...get(L.sg), 0x04, V128,
+    ...get(L.pv), ...get(L.C), ...op.gt, ...get(L.one), ...op.and,
+    ...get(L.pv), ...get(L.NC), ...op.lt, ...get(L.one), ...op.and,
+    ...op.sub, ...get(L.mr), ...op.mul,
+    0x05,
+    ...get(L.pv),
+    0x0b,
+    ...op.mul, ...op.add, ...op.store,
+    ...get(L.j), ...op.i32const(16), ...op.i32add, ...set(L.j),
+    0x0c, 0x00,
+    0x0b, // end loop cols
+    0x0b, // end block cols
+    ...get(L.r), ...op.i32const(1), ...op.i32add, ...set(L.r),
+    0x0c, 0x00,
+    0x0b, // end loop rows
+    0x0b, // end block rows
+    0x0b,
+  ];
+  return [...vec([[...uleb(4), I32], [...uleb(6), V128]]), ...body];
+}
+
 function penaltyBody(): number[] {
   const P = {d: 0, base: 1, ball: 2, box: 3, grad: 4, ballSq: 5, boxSq: 6, bytes: 7, eps: 8, lo: 9, hi: 10, m2l: 11, lb2: 12};
   const L = {i: 13, x: 14, a: 15, n: 16, c: 17, eps: 18, neps: 19, lo: 20, hi: 21, m2l: 22, lb2: 23};
@@ -252,6 +317,7 @@ interface SimdFns {
   pen: DirectionFn;
   sq: (ptr: number, bytes: number) => number;
   fin: (ptr: number, bytes: number) => number;
+  step: DirectionFn;
 }
 const instances = new WeakMap<object, SimdFns | null>();
 
@@ -272,7 +338,7 @@ function simdFor(backend: WasmBackendLike): SimdFns | null {
     try {
       const inst = new WASM.Instance(new WASM.Module(directionModule()), {env: {memory}});
       const e = inst.exports as Record<string, unknown>;
-      fns = {dir: e.dir as DirectionFn, pen: e.pen as DirectionFn, sq: e.sq as SimdFns['sq'], fin: e.fin as SimdFns['fin']};
+      fns = {dir: e.dir as DirectionFn, pen: e.pen as DirectionFn, sq: e.sq as SimdFns['sq'], fin: e.fin as SimdFns['fin'], step: e.step as DirectionFn};
     } catch {
       fns = null; // no SIMD, or a shared (threaded) memory
     }
@@ -308,6 +374,9 @@ export function simdKernelsAvailable(): boolean {
   }
   if (tf.getKernel(LINF_BOX_PENALTY, 'wasm') == null) {
     tf.registerKernel({kernelName: LINF_BOX_PENALTY, backendName: 'wasm', kernelFunc: linfBoxPenalty as unknown as tf.KernelFunc});
+  }
+  if (tf.getKernel(STEP_ROWS, 'wasm') == null) {
+    tf.registerKernel({kernelName: STEP_ROWS, backendName: 'wasm', kernelFunc: stepRowsSimd as unknown as tf.KernelFunc});
   }
   return true;
 }
@@ -374,4 +443,34 @@ export function simdRowReductions(backend: unknown): {squares(t: tf.TensorInfo, 
     squares: (t, row, m) => fns.sq(ptr(t) + row * m * 4, m * 4),
     finite: (t, row, m) => fns.fin(ptr(t) + row * m * 4, m * 4) === 1,
   };
+}
+
+function stepRowsSimd({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): tf.TensorInfo {
+  const b = backend as WasmBackendLike;
+  const fn = simdFor(b)?.step;
+  if (fn == null) throw new Error(`${STEP_ROWS}: the SIMD module is not available on this backend`);
+  const t = inputs as Record<string, tf.TensorInfo | undefined>;
+  const x = t.x as tf.TensorInfo;
+  const out = b.makeOutput(x.shape, 'float32');
+  const ptr = (v: tf.TensorInfo | undefined) => (v == null ? 0 : (b.dataIdMap.get(v.dataId) as {memoryOffset: number}).memoryOffset);
+  const B = x.shape[0] ?? 1;
+  const m = x.shape.slice(1).reduce((a, c) => a * c, 1);
+  const signed = t.mag != null;
+  fn(ptr(x), ptr(t.p), ptr(t.a), ptr(t.mag), ptr(t.mask), ptr(out), B, m * 4, signed ? 1 : 0, signed && t.mask == null ? 1 : 0, Number(attrs?.c ?? 0));
+  return out;
+}
+
+/**
+ * `stepRows` on wasm in one SIMD pass: x + a_r·q per row (q = p, or sign(p)·mag_r in the rows of
+ * `signRows.mask`, every row when it is null, with the wasm `Sign`'s dead zone `c`), bit for bit the
+ * tfjs ops. x, p float32 [B, ...] of one shape with rows of a multiple of 4 entries; call only when
+ * {@link simdKernelsAvailable}.
+ */
+export function stepRowsKernel(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, c: number, signRows?: {mask: tf.Tensor1D | null; mag: tf.Tensor1D}): tf.Tensor {
+  const inputs: Record<string, tf.Tensor> = {x, p, a};
+  if (signRows) {
+    inputs.mag = signRows.mag;
+    if (signRows.mask) inputs.mask = signRows.mask;
+  }
+  return tf.engine().runKernel(STEP_ROWS, inputs as unknown as tf.NamedTensorMap, {c}) as tf.Tensor;
 }

@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type {BatchObjective, SolverResult} from './types.js';
 import {rowDotsKernel, rowKernelsAvailable, rowsFiniteKernel, selectRowsKernel} from '../kernels/rows.js';
+import {simdKernelsAvailable, stepRowsKernel} from '../kernels/simd.js';
 
 /** Smallest positive divisor used to guard float32 divisions. */
 export const TINY = 1e-30;
@@ -190,6 +191,17 @@ export function selectRows(mask: tf.Tensor, a: tf.Tensor[], b: tf.Tensor[]): tf.
  * (A fused JavaScript kernel for this was measured 5–7× slower than these wasm kernels.)
  */
 export function stepRows(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, signRows?: {mask: tf.Tensor1D | null; mag: tf.Tensor1D}): tf.Tensor {
+  if (
+    x.dtype === 'float32' &&
+    p.dtype === 'float32' &&
+    x.rank >= 2 &&
+    tf.util.arraysEqual(x.shape, p.shape) &&
+    (x.size / x.shape[0]) % 4 === 0 &&
+    simdKernelsAvailable()
+  ) {
+    // one SIMD pass on wasm (src/kernels/simd.ts), bit for bit the ops below
+    return stepRowsKernel(x, a, p, SIGN_DEAD_ZONE.wasm, signRows);
+  }
   let q = p;
   if (signRows) {
     const signed = tf.mul(backendSign(p), expandAs(signRows.mag, p));
