@@ -401,8 +401,14 @@ test('every (space, solver) respects its gradient-evaluation budget exactly; J e
   for (const c of combos) {
     for (const k of [3, 8]) {
       const before = tf.memory().numTensors;
-      const r = deepAttack(model, x, y, {...c, maxGradientEvaluations: k, maxIterations: 100, tolerance: -1, seed: 4});
+      const seen: {iteration: number; gradientEvaluations: number; meanObjective: number}[] = [];
+      const r = deepAttack(model, x, y, {...c, maxGradientEvaluations: k, maxIterations: 100, tolerance: -1, seed: 4, onIteration: (i) => void seen.push(i)});
       assert.equal(r.gradientEvaluations, k, `${JSON.stringify(c)}: budget ${k}`);
+      // onIteration: once per iteration, 1-based, the total evaluations (initial step included), the solver's history
+      assert.deepEqual(seen.map((i) => i.iteration), Array.from({length: r.iterations}, (_, i) => i + 1), `${JSON.stringify(c)}: iterations`);
+      assert.equal(seen[seen.length - 1].gradientEvaluations, k, `${JSON.stringify(c)}: last hook evaluations`);
+      seen.forEach((i, n) => assert.ok(n === 0 || i.gradientEvaluations > seen[n - 1].gradientEvaluations, `${JSON.stringify(c)}: evaluations increase`));
+      seen.forEach((i) => assert.ok(Math.abs(i.meanObjective - r.history[i.iteration]) <= 1e-12, `${JSON.stringify(c)}: hook J ${i.meanObjective} vs history ${r.history[i.iteration]}`));
       const J = disturbedObjective(model, layers, x, y, r.disturbances, loss);
       const a = J.arraySync();
       r.objective.arraySync().forEach((v, i) => assert.ok(Math.abs(v - a[i]) <= 1e-4 * Math.max(1, Math.abs(v)), `${JSON.stringify(c)}: reported ${v} vs eq. 9 ${a[i]}`));
@@ -417,6 +423,7 @@ test('deep-attack options are validated in one place: unknown keys get the close
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {maxGradientEvals: 5} as never), /unknown option 'maxGradientEvals' \(did you mean 'maxGradientEvaluations'\?\)/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {solver: 'lbfgs'} as never), /option 'solver' must be one of 'preconditioned', 'cg', 'gradient-ascent', got "lbfgs"/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {space: 'neuron', solver: 'preconditioned'}), /disturbance space/);
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {onIteration: 3} as never), /option 'onIteration' must be a function/);
   const r = resolveDeepAttackOptions('deepAttack', {});
   assert.equal(r.space, 'disturbance');
   assert.equal(r.solver, 'preconditioned');

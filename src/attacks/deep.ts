@@ -41,7 +41,7 @@ import {expandAs, select} from '../solvers/batched.js';
 import {conjugateGradient} from '../solvers/cg.js';
 import {gradientAscent} from '../solvers/gradient_ascent.js';
 import {preconditionedAscent} from '../solvers/preconditioned.js';
-import type {SolverResult} from '../solvers/types.js';
+import type {IterationInfo, SolverResult} from '../solvers/types.js';
 import {checkKnownKeys, describeValue} from '../util/options.js';
 
 /** Where the deep attack maximises: over the disturbances (eq. 9) or over the neurons (eq. 11). */
@@ -127,6 +127,14 @@ export interface DeepAttackOptions {
    * `undefined` (from the function) keeps the layer's own penalty.
    */
   penalties?: (PenaltyConfig | null)[] | ((layer: Disturbance, index: number) => PenaltyConfig | null | undefined);
+  /**
+   * Called after every solver iteration with the iteration number (1-based), the batched gradient
+   * evaluations spent so far (the linearised initial step included) and the mean over the batch of
+   * the solver's objective J_b (eq. 9 in disturbance space — with the annealed default, the best J_b
+   * met so far; eq. 11 in neuron space). For convergence curves from one run, progress display or
+   * early diagnostics; it must not dispose or modify tensors of the attack.
+   */
+  onIteration?: (info: IterationInfo) => void;
 }
 
 /** The annealed phase of the deep attack's default solver (see {@link DeepAttackOptions.anneal}). */
@@ -168,6 +176,7 @@ export const DEEP_ATTACK_OPTION_KEYS: readonly string[] = Object.freeze([
   'stepSize',
   'loss',
   'penalties',
+  'onIteration',
 ]);
 
 /**
@@ -197,6 +206,7 @@ export interface ResolvedDeepAttackOptions {
   /** gradient-evaluation budget (Infinity: none). */
   maxGradientEvaluations: number;
   tolerance: number | undefined;
+  onIteration: ((info: IterationInfo) => void) | undefined;
   init: 'random' | 'zero' | 'gradient';
   initScale: number | undefined;
   seed: number | undefined;
@@ -260,6 +270,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   if (o.penalties !== undefined && !Array.isArray(o.penalties) && typeof o.penalties !== 'function') {
     bad('penalties', 'an array (one penalty or null per Disturbance layer) or a function (layer, index) => penalty | null', o.penalties);
   }
+  if (o.onIteration !== undefined && typeof o.onIteration !== 'function') bad('onIteration', 'a function ({iteration, gradientEvaluations, meanObjective}) => void', o.onIteration);
   const defaultIterations = solver === 'preconditioned' ? Infinity : solver === 'cg' ? 10 : 20;
   const budget = given ?? (solver === 'preconditioned' && maxIterations === undefined ? 20 : Infinity);
   return {
@@ -271,6 +282,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
     maxIterations: maxIterations ?? defaultIterations,
     maxGradientEvaluations: budget,
     tolerance,
+    onIteration: o.onIteration,
     init,
     initScale,
     seed,
@@ -411,6 +423,9 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
     maxIterations: o.maxIterations,
     maxGradientEvaluations: budget === Infinity ? undefined : budget - initGradientEvaluations,
     tolerance: o.tolerance,
+    onIteration: o.onIteration
+      ? (info: IterationInfo) => (o.onIteration as (i: IterationInfo) => void)({...info, gradientEvaluations: info.gradientEvaluations + initGradientEvaluations})
+      : undefined,
   };
 
   let result: SolverResult;

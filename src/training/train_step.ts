@@ -84,7 +84,7 @@ export interface CommonTrainingOptions {
  * `project`, `penalties`, …). With hidden disturbances switched off
  * (`penalties` returning `null` for them) and a quadratic input penalty this is eq. 5.
  */
-export interface DeepTrainingOptions extends CommonTrainingOptions, Omit<DeepAttackOptions, 'seed' | 'loss'> {
+export interface DeepTrainingOptions extends CommonTrainingOptions, Omit<DeepAttackOptions, 'seed' | 'loss' | 'onIteration'> {
   method: 'deep';
 }
 
@@ -414,7 +414,7 @@ export function prepareAdversarialTraining(userModel: tfl.LayersModel, options: 
 
 function validateDeepOptions(o: DeepTrainingOptions, where: string): void {
   // one validation for every deep-attack option (seed: per step; penalties: resolved above)
-  resolveDeepAttackOptions(where, pickDeepAttackOptions(o, ['seed', 'penalties']));
+  resolveDeepAttackOptions(where, pickDeepAttackOptions(o, ['seed', 'penalties', 'onIteration']));
 }
 
 function metricNamesOf(model: tfl.LayersModel): string[] {
@@ -713,7 +713,7 @@ export function runAdversarialStep(
       const penalties = prep.basePenalties.map((p) => (p == null ? null : scalePenalty(p, s)));
       // Every deepAttack option passes through, except those the step owns.
       // the per-layer violation is not used here: not computed
-      const r = deepAttackImpl(model, x, y, {...pickDeepAttackOptions(o, ['seed', 'penalties']), penalties, seed: ctx.seed}, {violation: false});
+      const r = deepAttackImpl(model, x, y, {...pickDeepAttackOptions(o, ['seed', 'penalties', 'onIteration']), penalties, seed: ctx.seed}, {violation: false});
       stats.iterations = r.iterations;
       stats.gradientEvaluations = r.gradientEvaluations;
       // Sanitise: rows with a non-finite disturbance (should not happen: CG falls back) get d = 0.
