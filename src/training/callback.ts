@@ -160,10 +160,10 @@ function deriveSeed(seed: number, step: number): number {
   return h;
 }
 
-/** Keys summed (not averaged) over an epoch. */
 /** Deep training checks for dead Disturbance-layer inputs every this many optimizer steps (one clean forward pass). */
 const DEAD_CHECK_EVERY = 25;
 
+/** Keys summed (not averaged) over an epoch. */
 const SUM_KEYS = new Set(['adv_nonfinite', 'adv_skipped_updates']);
 /** Keys averaged per batch (not weighted by batch size). */
 const PER_BATCH_KEYS = new Set(['adv_iterations', 'adv_grad_evals']);
@@ -397,7 +397,12 @@ export class AdversarialCallback extends tfl.Callback {
 
   /** Warns (once per fit) when a Disturbance layer's input has become (almost) all 0 over the batch. */
   private checkDead(prep: PreparedTraining, data: tf.Tensor[], where: string): void {
-    const dead = deadDisturbanceLayers(prep, data, where);
+    let dead: ReturnType<typeof deadDisturbanceLayers>;
+    try {
+      dead = deadDisturbanceLayers(prep, data, where);
+    } catch {
+      return; // a diagnostic: it must never stop the training it watches
+    }
     if (dead.length === 0) return;
     this.deadWarned = true;
     const names = dead.map((d) => `'${d.layer.name}' (${(100 * d.active).toPrecision(2)} % nonzero)`).join(', ');
