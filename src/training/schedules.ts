@@ -45,13 +45,7 @@ export type StrengthSchedule =
  * @param start Strength at epoch 0, in [0, 1]. Default 0.
  */
 export function linearWarmup(epochs: number, start = 0): (epoch: number) => number {
-  if (typeof epochs !== 'number' || !Number.isInteger(epochs) || epochs < 0) {
-    throw new Error(`linearWarmup: warmupEpochs must be an integer >= 0, got ${String(epochs)}.`);
-  }
-  if (typeof start !== 'number' || !Number.isFinite(start) || start < 0 || start > 1) {
-    throw new Error(`linearWarmup: start must be a number in [0, 1], got ${String(start)}.`);
-  }
-  return (epoch: number) => (epochs === 0 ? 1 : Math.min(1, start + ((1 - start) * Math.max(0, epoch)) / epochs));
+  return linearRamp('linearWarmup', 'warmupEpochs', epochs, start);
 }
 
 /**
@@ -64,13 +58,18 @@ export function linearWarmup(epochs: number, start = 0): (epoch: number) => numb
  * @param start Strength at step 0, in [0, 1]. Default 0.
  */
 export function linearWarmupSteps(steps: number, start = 0): (step: number) => number {
-  if (typeof steps !== 'number' || !Number.isInteger(steps) || steps < 0) {
-    throw new Error(`linearWarmupSteps: warmupSteps must be an integer >= 0, got ${String(steps)}.`);
+  return linearRamp('linearWarmupSteps', 'warmupSteps', steps, start);
+}
+
+/** s(t) = min(1, start + (1 − start)·t/n) (1 for n = 0), n and start validated; errors name `fn` and `key`. */
+function linearRamp(fn: string, key: string, n: number, start: number): (t: number) => number {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) {
+    throw new Error(`${fn}: ${key} must be an integer >= 0, got ${String(n)}.`);
   }
   if (typeof start !== 'number' || !Number.isFinite(start) || start < 0 || start > 1) {
-    throw new Error(`linearWarmupSteps: start must be a number in [0, 1], got ${String(start)}.`);
+    throw new Error(`${fn}: start must be a number in [0, 1], got ${String(start)}.`);
   }
-  return (step: number) => (steps === 0 ? 1 : Math.min(1, start + ((1 - start) * Math.max(0, step)) / steps));
+  return (t: number) => (n === 0 ? 1 : Math.min(1, start + ((1 - start) * Math.max(0, t)) / n));
 }
 
 /** Normalises a {@link StrengthSchedule} (validating it) into a function of the epoch and the step. */
