@@ -2,7 +2,8 @@
 // bit: the search direction (linearisedDirection's equal-curvature L∞ + box branch, with and
 // without the evaluation's excesses) and the L∞ + box penalty's elementwise part (value, gradient,
 // excesses) and the solver step x + a·p (sign rows included), on saturated pixels, zero gradients, points inside and outside the ball and box; the
-// fallback for sizes that are not multiples of 4; no tensor kept. (The row reductions' SIMD path is
+// penalty terms of a whole split evaluation (J = c + Σ ρ, full gradients, excesses) in one kernel against the ops
+// of the split evaluation and the whole taped objective; the fallback for sizes that are not multiples of 4; no tensor kept. (The row reductions' SIMD path is
 // checked in row_kernels.test.ts.)
 import {tf} from './setup.js';
 import '@tensorflow/tfjs-backend-wasm';
@@ -10,8 +11,14 @@ import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {setHostKernelsEnabled} from '../src/kernels/rows.js';
 import {LINF_BOX_DIRECTION, LINF_BOX_PENALTY, simdKernelsAvailable, STEP_ROWS} from '../src/kernels/simd.js';
-import {stepRows} from '../src/solvers/batched.js';
-import {linearisedDirection, penaltyValueAndGradient, type PenaltyConfig} from '../src/objective/penalties.js';
+import {evaluate, stepRows} from '../src/solvers/batched.js';
+import {linearisedDirection, penaltyTermsFused, penaltyValueAndGradient, type PenaltyConfig, type PenaltyExcess} from '../src/objective/penalties.js';
+import {PENALTY_TERMS} from '../src/kernels/simd.js';
+import {instrument, perExampleLoss} from '../src/index.js';
+import {disturbanceSites} from '../src/model/instrument.js';
+import {disturbanceObjective} from '../src/objective/neuron_space.js';
+import type {BatchObjective} from '../src/solvers/types.js';
+import {mlp} from './fixtures/models.js';
 import {rand} from './fixtures/random.js';
 
 before(async () => {
@@ -148,4 +155,100 @@ test('SIMD step rows (x + a·p, sign rows with the wasm Sign dead zone) equal th
     tf.dispose([x, p, a, mag, ...masks.filter((m): m is tf.Tensor1D => m != null)]);
   }
   assert.equal(tf.memory().numTensors, before, 'tensors kept');
+});
+
+test('SIMD penalty terms of a split evaluation (J, full gradients, excesses) equal the tfjs ops bit for bit (wasm)', async () => {
+  await tf.setBackend('wasm');
+  const before = tf.memory().numTensors;
+  const B = 6;
+  // rows of 28 (L∞ + box), 12 and 8 (quadratic); d with −0, zeros, entries inside and outside the ball and box
+  const linf: PenaltyConfig = {kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1], boxLambda: 100};
+  const penalties: PenaltyConfig[] = [linf, {kind: 'quadratic', lambda: 10}, {kind: 'linf', epsilon: 0.2, lambda: 30, box: [-1, 1], boxLambda: 7}, {kind: 'quadratic', lambda: 0.3}];
+  const shapes = [[B, 28], [B, 12], [B, 2, 4], [B, 8]];
+  const ds = shapes.map((sh, i) => tf.tensor(data(sh.reduce((a, b) => a * b, 1), 20 + i, -0.4, 0.4).map((v, k) => (k % 11 === 5 ? -0 : v)), sh));
+  const bases: (tf.Tensor | undefined)[] = [tf.tensor(data(B * 28, 30, -0.1, 1.1, 0.3).map((v) => Math.min(1, Math.max(0, v))), [B, 28]), undefined, tf.tensor(data(B * 8, 31, -1, 1), [B, 2, 4]), undefined];
+  const c = tf.tensor1d(rand(B, 32, 0, 5));
+  for (const nullAt of [-1, 1, 2]) {
+    // a null taped gradient: the loss does not depend on that layer (the gradient is the penalty's alone)
+    const taped = shapes.map((sh, i) => (i === nullAt ? null : tf.tensor(data(sh.reduce((a, b) => a * b, 1), 40 + i, -3, 3, 0.1), sh)));
+    tf.tidy(() => {
+      const got = penaltyTermsFused(c, penalties, ds, bases, taped);
+      assert.ok(got, 'the fused kernel applies');
+      let j: tf.Tensor = c;
+      const want = penalties.map((p, i) => {
+        const r = penaltyValueAndGradient(p, ds[i], bases[i]);
+        j = tf.add(j, r.value);
+        return {grad: taped[i] ? tf.add(taped[i] as tf.Tensor, r.grad) : r.grad, excess: r.excess};
+      });
+      const eq = (a: tf.Tensor, b: tf.Tensor, what: string) => {
+        assert.deepEqual(a.shape, b.shape, `${what}: shape`);
+        const x = a.dataSync();
+        const y = b.dataSync();
+        x.forEach((v, k) => assert.ok(Object.is(v, y[k]), `null taped at ${nullAt}: ${what}[${k}]: ${v} vs ${y[k]}`));
+      };
+      eq(got.value, j, 'J');
+      want.forEach((w, i) => {
+        eq(got.grads[i], w.grad, `gradient ${i}`);
+        assert.equal(got.excess[i] != null, w.excess != null, `excess ${i} present`);
+        if (w.excess) {
+          eq((got.excess[i] as PenaltyExcess).ball, w.excess.ball, `ball excess ${i}`);
+          eq((got.excess[i] as PenaltyExcess).box as tf.Tensor, w.excess.box as tf.Tensor, `box excess ${i}`);
+        }
+      });
+    });
+    tf.dispose(taped.filter((t): t is tf.Tensor => t != null));
+  }
+  // not applicable: rows not a multiple of 4, L∞ without box, quadratic with box, L2, no base, off the SIMD path
+  tf.tidy(() => {
+    const g = [null, null];
+    const d6 = tf.zeros([B, 6]);
+    assert.equal(penaltyTermsFused(c, [linf, {kind: 'quadratic', lambda: 1}], [ds[0], d6], [bases[0], undefined], g), null, '6 entries per row');
+    assert.equal(penaltyTermsFused(c, [{kind: 'linf', epsilon: 0.1}], [ds[0]], [bases[0]], [null]), null, 'L∞ without box');
+    assert.equal(penaltyTermsFused(c, [{kind: 'quadratic', lambda: 1, box: [0, 1]}], [ds[0]], [bases[0]], [null]), null, 'quadratic with box');
+    assert.equal(penaltyTermsFused(c, [{kind: 'l2', epsilon: 1}], [ds[0]], [bases[0]], [null]), null, 'L2');
+    assert.equal(penaltyTermsFused(c, [linf], [ds[0]], [undefined], [null]), null, 'no layer input for the box');
+    setHostKernelsEnabled(false);
+    try {
+      assert.equal(penaltyTermsFused(c, [linf], [ds[0]], [bases[0]], [null]), null, 'host kernels off');
+    } finally {
+      setHostKernelsEnabled(true);
+    }
+  });
+  tf.dispose([...ds, ...bases.filter((t): t is tf.Tensor => t != null), c]);
+  assert.equal(tf.memory().numTensors, before, 'tensors kept');
+
+  // through the solvers' evaluation of eq. 9 on an instrumented MLP (8 inputs, hidden 8, 8): fused vs split ops vs the whole taped objective
+  const model = instrument(mlp({activation: 'relu', inputDim: 8}), {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 3}});
+  model.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const layers = disturbanceSites(model).map((s) => s.layer);
+  const withModel = tf.memory().numTensors; // the model's weights
+  const x = tf.tensor2d(rand(B * 8, 50, 0, 1), [B, 8]);
+  const y = tf.tidy(() => tf.oneHot(tf.tensor1d([0, 1, 2, 1, 0, 2], 'int32'), 3));
+  const xs = [tf.tensor2d(rand(B * 8, 51, -0.25, 0.25), [B, 8]), tf.tensor2d(rand(B * 8, 52, -0.3, 0.3), [B, 8]), tf.tensor2d(rand(B * 8, 53, -0.3, 0.3), [B, 8])];
+  const excess = new Map<tf.Tensor, PenaltyExcess>();
+  const f = disturbanceObjective(model, layers, x, y, perExampleLoss(model), layers.map((l) => l.penalty), [x, undefined, undefined], excess);
+  const whole: BatchObjective = (v) => f(v);
+  const run = (obj: BatchObjective, simd: boolean) => {
+    setHostKernelsEnabled(simd);
+    try {
+      return tf.tidy(() => {
+        const e = evaluate(obj, xs, B);
+        const ex = excess.get(xs[0]);
+        const out = [e.value, ...e.grads].map((t) => Array.from(t.dataSync()));
+        return obj === f ? [...out, ...[ex?.ball, ex?.box].map((t) => Array.from((t as tf.Tensor).dataSync()))] : out;
+      });
+    } finally {
+      setHostKernelsEnabled(true);
+    }
+  };
+  const fused = run(f, true);
+  const split = run(f, false);
+  const taped = run(whole, true);
+  fused.forEach((a, k) => a.forEach((v, i) => assert.ok(Object.is(v, split[k][i]), `evaluate, output ${k} [${i}]: fused ${v} vs split ops ${split[k][i]}`)));
+  taped.forEach((a, k) => a.forEach((v, i) => assert.ok(Object.is(v, fused[k][i]), `evaluate, output ${k} [${i}]: fused ${fused[k][i]} vs whole taped ${v}`)));
+  const profile = await tf.profile(() => tf.tidy(() => void evaluate(f, xs, B)));
+  assert.ok(profile.kernels.some((k) => k.name === PENALTY_TERMS), 'the fused kernel ran');
+  excess.clear();
+  tf.dispose([x, y, ...xs]);
+  assert.equal(tf.memory().numTensors, withModel, 'tensors kept by the evaluations');
 });

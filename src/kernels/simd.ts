@@ -25,6 +25,7 @@ import {hostKernelsEnabled} from './rows.js';
 export const LINF_BOX_DIRECTION = 'TfjsDeepAdversarialLinfBoxDirection';
 export const LINF_BOX_PENALTY = 'TfjsDeepAdversarialLinfBoxPenalty';
 export const STEP_ROWS = 'TfjsDeepAdversarialStepRows';
+export const PENALTY_TERMS = 'TfjsDeepAdversarialPenaltyTerms';
 
 // --- a minimal WebAssembly binary encoder (only what the kernel below needs) ---
 const uleb = (n: number): number[] => {
@@ -82,6 +83,12 @@ const op = {
   and: simd(0x4e), // v128.and
   allTrue: simd(0xa3), // i32x4.all_true
   max: simd(0xe9), // f32x4.max
+  lane: (l: number): number[] => simd(0x1f, l), // f32x4.extract_lane
+  f32add: [0x92],
+  f32sub: [0x93],
+  f32mul: [0x94],
+  f32load: [0x2a, 0x02, 0x00],
+  f32store: [0x38, 0x02, 0x00],
   i32add: [0x6a],
   i32ltU: [0x49],
   i32eqz: [0x45],
@@ -132,6 +139,8 @@ function directionModule(): Uint8Array {
   const sq = squaresBody();
   const fin = finiteBody();
   const stp = stepBody();
+  const pq = quadraticTermsBody();
+  const pl = linfBoxTermsBody();
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(
@@ -142,10 +151,12 @@ function directionModule(): Uint8Array {
         [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])],
         [0x60, ...vec([[I32], [I32]]), ...vec([[I32]])],
         [0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(7).fill([I32]), [F32], [F32]]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(10).fill([I32]), ...Array<number[]>(7).fill([F32])]), ...vec([])],
       ]),
     ),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
-    ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3), uleb(4)])),
+    ...section(3, vec([uleb(0), uleb(1), uleb(2), uleb(3), uleb(4), uleb(5), uleb(6)])),
     ...section(
       7,
       vec([
@@ -154,11 +165,13 @@ function directionModule(): Uint8Array {
         [...name('sq'), 0x00, ...uleb(2)],
         [...name('fin'), 0x00, ...uleb(3)],
         [...name('step'), 0x00, ...uleb(4)],
+        [...name('pq'), 0x00, ...uleb(5)],
+        [...name('pl'), 0x00, ...uleb(6)],
       ]),
     ),
     ...section(
       10,
-      vec([[...uleb(func.length), ...func], [...uleb(pen.length), ...pen], [...uleb(sq.length), ...sq], [...uleb(fin.length), ...fin], [...uleb(stp.length), ...stp]]),
+      vec([func, pen, sq, fin, stp, pq, pl].map((b) => [...uleb(b.length), ...b])),
     ),
   ]);
 }
@@ -268,6 +281,122 @@ function stepBody(): number[] {
   return [...vec([[...uleb(4), I32], [...uleb(6), V128]]), ...body];
 }
 
+/**
+ * A row sum in the order of the wasm backend's `Sum` kernel (a float32 accumulator from 0, entries
+ * added one by one): the four lanes of the vector in local `v`, added in lane order to the f32 local `s`.
+ */
+const laneSum = (s: number, v: number): number[] => [
+  ...get(s),
+  ...[0, 1, 2, 3].flatMap((l) => [...get(v), ...op.lane(l), ...op.f32add]),
+  ...set(s),
+];
+
+/**
+ * `pq(d, gt, gOut, j, B, rowBytes, hasGt, −λ, −2λ)`: a quadratic penalty's terms of one evaluation,
+ * per row r: s = Σ d² (float32, in the order of the `Sum` kernel), j[r] ← j[r] + (−λ)·s, and per
+ * entry gOut = gt + (−2λ)·d (gOut = (−2λ)·d when `hasGt` is 0) — the tfjs ops of
+ * `penaltyValueAndGradient` (quadratic) and of the solvers' `evaluate` (taped + closed-form
+ * gradient), in their order.
+ */
+function quadraticTermsBody(): number[] {
+  const P = {d: 0, gt: 1, gOut: 2, j: 3, B: 4, rowBytes: 5, hasGt: 6, negLam: 7, neg2Lam: 8};
+  const L = {r: 9, p: 10, end: 11, addr: 12, s: 13, v: 14, sq: 15, n2: 16, g: 17};
+  const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
+  const body = [
+    ...get(P.neg2Lam), ...op.splat, ...set(L.n2),
+    0x02, 0x40, // block rows
+    0x03, 0x40, // loop rows
+    ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...get(L.p), ...get(P.rowBytes), ...op.i32add, ...set(L.end),
+    ...op.f32const(0), ...set(L.s),
+    0x02, 0x40, // block cols
+    0x03, 0x40, // loop cols
+    ...get(L.p), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...at(P.d), ...op.load, ...set(L.v),
+    ...get(L.v), ...get(L.v), ...op.mul, ...set(L.sq),
+    ...laneSum(L.s, L.sq),
+    ...get(L.n2), ...get(L.v), ...op.mul, ...set(L.g),
+    ...at(P.gOut),
+    ...get(P.hasGt), 0x04, V128, ...at(P.gt), ...op.load, ...get(L.g), ...op.add, 0x05, ...get(L.g), 0x0b,
+    ...op.store,
+    ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
+    0x0c, 0x00,
+    0x0b, // end loop cols
+    0x0b, // end block cols
+    ...get(P.j), ...get(L.r), ...op.i32const(2), 0x74 /* i32.shl */, ...op.i32add, ...set(L.addr),
+    ...get(L.addr), ...get(L.addr), ...op.f32load, ...get(P.negLam), ...get(L.s), ...op.f32mul, ...op.f32add, ...op.f32store,
+    ...get(L.r), ...op.i32const(1), ...op.i32add, ...set(L.r),
+    0x0c, 0x00,
+    0x0b, // end loop rows
+    0x0b, // end block rows
+    0x0b,
+  ];
+  return [...vec([[...uleb(4), I32], [...uleb(1), F32], [...uleb(4), V128]]), ...body];
+}
+
+/**
+ * `pl(d, base, gt, ball, box, gOut, j, B, rowBytes, hasGt, ε, lo, hi, −2λ, 2λ_box, −λ, λ_box)`: an
+ * L∞ + box penalty's terms of one evaluation, per entry the operations of the `pen` kernel
+ * (ball = d − clip(d, −ε, ε); n = base + d; box = clip(n, lo, hi) − n; grad = (−2λ)·ball +
+ * (2λ_box)·box) with gOut = gt + grad (grad when `hasGt` is 0), and per row r the row sums of
+ * ball² and box² in the `Sum` kernel's order and j[r] ← j[r] + ((−λ)·Σball² − λ_box·Σbox²): the
+ * tfjs ops of `penaltyValueAndGradient` (L∞ + box) and of `evaluate`, in their order.
+ */
+function linfBoxTermsBody(): number[] {
+  const P = {d: 0, base: 1, gt: 2, ball: 3, box: 4, gOut: 5, j: 6, B: 7, rowBytes: 8, hasGt: 9, eps: 10, lo: 11, hi: 12, m2l: 13, lb2: 14, negLam: 15, boxLam: 16};
+  const L = {r: 17, p: 18, end: 19, addr: 20, sb: 21, sx: 22, x: 23, a: 24, n: 25, c: 26, t: 27, eps: 28, neps: 29, lo: 30, hi: 31, m2l: 32, lb2: 33};
+  const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
+  const splatParam = (p: number, l: number): number[] => [...get(p), ...op.splat, ...set(l)];
+  const body = [
+    ...splatParam(P.eps, L.eps),
+    ...get(P.eps), 0x8c /* f32.neg */, ...op.splat, ...set(L.neps),
+    ...splatParam(P.lo, L.lo),
+    ...splatParam(P.hi, L.hi),
+    ...splatParam(P.m2l, L.m2l),
+    ...splatParam(P.lb2, L.lb2),
+    0x02, 0x40, // block rows
+    0x03, 0x40, // loop rows
+    ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...get(L.p), ...get(P.rowBytes), ...op.i32add, ...set(L.end),
+    ...op.f32const(0), ...set(L.sb),
+    ...op.f32const(0), ...set(L.sx),
+    0x02, 0x40, // block cols
+    0x03, 0x40, // loop cols
+    ...get(L.p), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
+    ...at(P.d), ...op.load, ...set(L.x),
+    // ball = d − clip(d, −ε, ε)
+    ...get(L.x), ...get(L.x), ...get(L.neps), ...op.max, ...get(L.eps), ...op.min, ...op.sub, ...set(L.a),
+    ...at(P.ball), ...get(L.a), ...op.store,
+    ...get(L.a), ...get(L.a), ...op.mul, ...set(L.t),
+    ...laneSum(L.sb, L.t),
+    // box = clip(n, lo, hi) − n, n = base + d
+    ...at(P.base), ...op.load, ...get(L.x), ...op.add, ...set(L.n),
+    ...get(L.n), ...get(L.lo), ...op.max, ...get(L.hi), ...op.min, ...get(L.n), ...op.sub, ...set(L.c),
+    ...at(P.box), ...get(L.c), ...op.store,
+    ...get(L.c), ...get(L.c), ...op.mul, ...set(L.t),
+    ...laneSum(L.sx, L.t),
+    // grad = (−2λ)·ball + (2λ_box)·box, plus the taped gradient
+    ...get(L.m2l), ...get(L.a), ...op.mul, ...get(L.lb2), ...get(L.c), ...op.mul, ...op.add, ...set(L.t),
+    ...at(P.gOut),
+    ...get(P.hasGt), 0x04, V128, ...at(P.gt), ...op.load, ...get(L.t), ...op.add, 0x05, ...get(L.t), 0x0b,
+    ...op.store,
+    ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
+    0x0c, 0x00,
+    0x0b, // end loop cols
+    0x0b, // end block cols
+    ...get(P.j), ...get(L.r), ...op.i32const(2), 0x74 /* i32.shl */, ...op.i32add, ...set(L.addr),
+    ...get(L.addr), ...get(L.addr), ...op.f32load,
+    ...get(P.negLam), ...get(L.sb), ...op.f32mul, ...get(P.boxLam), ...get(L.sx), ...op.f32mul, ...op.f32sub,
+    ...op.f32add, ...op.f32store,
+    ...get(L.r), ...op.i32const(1), ...op.i32add, ...set(L.r),
+    0x0c, 0x00,
+    0x0b, // end loop rows
+    0x0b, // end block rows
+    0x0b,
+  ];
+  return [...vec([[...uleb(4), I32], [...uleb(2), F32], [...uleb(11), V128]]), ...body];
+}
+
 function penaltyBody(): number[] {
   const P = {d: 0, base: 1, ball: 2, box: 3, grad: 4, ballSq: 5, boxSq: 6, bytes: 7, eps: 8, lo: 9, hi: 10, m2l: 11, lb2: 12};
   const L = {i: 13, x: 14, a: 15, n: 16, c: 17, eps: 18, neps: 19, lo: 20, hi: 21, m2l: 22, lb2: 23};
@@ -309,6 +438,7 @@ interface WasmBackendLike {
   wasm?: {asm?: {memory?: unknown}};
   dataIdMap: {get(id: object): {memoryOffset: number} | undefined};
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
 
 type DirectionFn = (...args: number[]) => void;
@@ -318,6 +448,8 @@ interface SimdFns {
   sq: (ptr: number, bytes: number) => number;
   fin: (ptr: number, bytes: number) => number;
   step: DirectionFn;
+  pq: DirectionFn;
+  pl: DirectionFn;
 }
 const instances = new WeakMap<object, SimdFns | null>();
 
@@ -338,7 +470,15 @@ function simdFor(backend: WasmBackendLike): SimdFns | null {
     try {
       const inst = new WASM.Instance(new WASM.Module(directionModule()), {env: {memory}});
       const e = inst.exports as Record<string, unknown>;
-      fns = {dir: e.dir as DirectionFn, pen: e.pen as DirectionFn, sq: e.sq as SimdFns['sq'], fin: e.fin as SimdFns['fin'], step: e.step as DirectionFn};
+      fns = {
+        dir: e.dir as DirectionFn,
+        pen: e.pen as DirectionFn,
+        sq: e.sq as SimdFns['sq'],
+        fin: e.fin as SimdFns['fin'],
+        step: e.step as DirectionFn,
+        pq: e.pq as DirectionFn,
+        pl: e.pl as DirectionFn,
+      };
     } catch {
       fns = null; // no SIMD, or a shared (threaded) memory
     }
@@ -377,6 +517,9 @@ export function simdKernelsAvailable(): boolean {
   }
   if (tf.getKernel(STEP_ROWS, 'wasm') == null) {
     tf.registerKernel({kernelName: STEP_ROWS, backendName: 'wasm', kernelFunc: stepRowsSimd as unknown as tf.KernelFunc});
+  }
+  if (tf.getKernel(PENALTY_TERMS, 'wasm') == null) {
+    tf.registerKernel({kernelName: PENALTY_TERMS, backendName: 'wasm', kernelFunc: penaltyTerms as unknown as tf.KernelFunc});
   }
   return true;
 }
@@ -473,4 +616,74 @@ export function stepRowsKernel(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, c: nu
     if (signRows.mask) inputs.mask = signRows.mask;
   }
   return tf.engine().runKernel(STEP_ROWS, inputs as unknown as tf.NamedTensorMap, {c}) as tf.Tensor;
+}
+
+/** One layer's penalty in {@link penaltyTermsKernel}. */
+export type PenaltyTermsLayer =
+  | {kind: 'quadratic'; d: tf.Tensor; taped: tf.Tensor | null; lambda: number}
+  | {kind: 'linfBox'; d: tf.Tensor; base: tf.Tensor; taped: tf.Tensor | null; epsilon: number; lo: number; hi: number; lambda: number; boxLambda: number};
+
+/** Numbers per layer in the kernel's `params` attribute. */
+const TERMS_PARAMS = 5;
+
+function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): tf.TensorInfo[] {
+  const b = backend as WasmBackendLike;
+  const fns = simdFor(b);
+  if (fns == null) throw new Error(`${PENALTY_TERMS}: the SIMD module is not available on this backend`);
+  const t = inputs as Record<string, tf.TensorInfo | undefined>;
+  const a = attrs as unknown as {kinds: number[]; taped: number[]; params: number[]};
+  const c = t.c as tf.TensorInfo;
+  const B = c.shape[0] ?? 1;
+  // every output first (allocating may grow the heap)
+  const J = b.makeOutput([B], 'float32');
+  const grads = a.kinds.map((_, i) => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32'));
+  const excess = a.kinds.map((k, i) => (k === 1 ? [0, 1].map(() => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32')) : []));
+  (b.typedArrayFromHeap(J) as Float32Array).set(b.typedArrayFromHeap(c) as Float32Array);
+  const ptr = (v: tf.TensorInfo | undefined) => (v == null ? 0 : (b.dataIdMap.get(v.dataId) as {memoryOffset: number}).memoryOffset);
+  a.kinds.forEach((kind, i) => {
+    const d = t[`d${i}`] as tf.TensorInfo;
+    const rowBytes = (d.shape.slice(1).reduce((x, y) => x * y, 1)) * 4;
+    const q = a.params.slice(i * TERMS_PARAMS, (i + 1) * TERMS_PARAMS);
+    const gt = a.taped[i] === 1 ? t[`g${i}`] : undefined;
+    if (kind === 0) {
+      fns.pq(ptr(d), ptr(gt), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, -q[0], -2 * q[0]);
+    } else {
+      const [ball, box] = excess[i];
+      const [eps, lo, hi, lam, boxLam] = q;
+      fns.pl(ptr(d), ptr(t[`b${i}`]), ptr(gt), ptr(ball), ptr(box), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, eps, lo, hi, -2 * lam, 2 * boxLam, -lam, boxLam);
+    }
+  });
+  return [J, ...grads, ...excess.flat()];
+}
+
+/**
+ * The penalty terms of one deep-attack gradient evaluation in ONE SIMD pass on wasm: from the
+ * taped loss c [B] and, per layer, its disturbance d, the taped gradient of c w.r.t. d (null: c
+ * does not depend on d) and its penalty — quadratic (no box), or L∞ with a box on base + d —
+ * returns J = c + Σℓ ρℓ(dℓ) per example, the full gradients (taped + closed form) and, per L∞ layer,
+ * its excesses {ball, box}. The same float32 operations in the same order as
+ * `penaltyValueAndGradient` (with the `pen` kernel), the `Sum` kernel's row sums and `evaluate`'s
+ * additions: bit for bit the ≈ 25 tfjs kernels it replaces. Every d (and base, taped gradient)
+ * float32 of one shape per layer, rows of a multiple of 4 entries, c float32 [B]; call only when
+ * {@link simdKernelsAvailable}.
+ */
+export function penaltyTermsKernel(c: tf.Tensor1D, layers: PenaltyTermsLayer[]): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: ({ball: tf.Tensor; box: tf.Tensor} | undefined)[]} {
+  const inputs: Record<string, tf.Tensor> = {c};
+  const params: number[] = [];
+  layers.forEach((l, i) => {
+    inputs[`d${i}`] = l.d;
+    if (l.taped) inputs[`g${i}`] = l.taped;
+    if (l.kind === 'linfBox') {
+      inputs[`b${i}`] = l.base;
+      params.push(l.epsilon, l.lo, l.hi, l.lambda, l.boxLambda);
+    } else {
+      params.push(l.lambda, 0, 0, 0, 0);
+    }
+  });
+  const attrs = {kinds: layers.map((l) => (l.kind === 'quadratic' ? 0 : 1)), taped: layers.map((l) => (l.taped ? 1 : 0)), params};
+  const out = tf.engine().runKernel(PENALTY_TERMS, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
+  const L = layers.length;
+  let k = 1 + L;
+  const excess = layers.map((l) => (l.kind === 'linfBox' ? {ball: out[k++], box: out[k++]} : undefined));
+  return {value: out[0] as tf.Tensor1D, grads: out.slice(1, 1 + L), excess};
 }

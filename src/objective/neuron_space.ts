@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
-import {hasAnalyticGradient, PenaltyConfig, PenaltyExcess, penaltyValue, penaltyValueAnalyticGrad, penaltyValueAndGradient} from './penalties.js';
+import {hasAnalyticGradient, PenaltyConfig, PenaltyExcess, penaltyTermsFused, penaltyValue, penaltyValueAnalyticGrad, penaltyValueAndGradient} from './penalties.js';
 import type {BatchObjective} from '../solvers/types.js';
 
 /** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]` (lists of tensors for a model with several outputs). */
@@ -271,6 +271,14 @@ export function disturbanceObjective(
           return r.grad;
         });
         return {value: j as tf.Tensor1D, grads};
+      },
+      // on wasm: the same values in one SIMD kernel (src/kernels/simd.ts) when every penalty allows
+      fused: (ds, c, taped) => {
+        const r = penaltyTermsFused(c, penalties, ds, bases ?? [], taped);
+        if (r == null) return null;
+        excessOut?.clear();
+        r.excess.forEach((e, i) => e && excessOut?.set(ds[i], e));
+        return {value: r.value, grads: r.grads};
       },
     };
   }

@@ -19,7 +19,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {expandAs, maxPerExample, select, sumPerExample} from '../solvers/batched.js';
-import {linfBoxDirectionKernel, linfBoxPenaltyKernel, simdKernelsAvailable} from '../kernels/simd.js';
+import {linfBoxDirectionKernel, linfBoxPenaltyKernel, penaltyTermsKernel, type PenaltyTermsLayer, simdKernelsAvailable} from '../kernels/simd.js';
 
 /**
  * Default λ for the constraint-style penalties (`linf`, `l2`, `l1`, `box`).
@@ -279,6 +279,54 @@ export function penaltyValueAndGradient(config: PenaltyConfig, d: tf.Tensor, bas
     }
     return ball ? {value, grad, excess: box ? {ball, box} : {ball}} : {value, grad};
   });
+}
+
+/**
+ * J = c + Σℓ ρℓ(dℓ) per example and the full gradients (`taped[ℓ]` + ∂ρℓ/∂dℓ) of a split
+ * evaluation in one fused SIMD kernel on wasm (`penaltyTermsKernel`), with the excesses of the L∞
+ * layers: the same values, bit for bit, as {@link penaltyValueAndGradient} per layer (added to c in
+ * layer order) followed by the additions of the solvers' `evaluate`. Null (the caller then uses those
+ * ops) unless the kernel applies: SIMD kernels available (wasm, no tape), c float32 [B], every
+ * penalty quadratic without box or L∞ with a box and its layer input `bases[ℓ]` given, every d
+ * (base, taped gradient) float32 [B, ...] of one shape with rows of a multiple of 4 entries.
+ */
+export function penaltyTermsFused(
+  c: tf.Tensor1D,
+  penalties: PenaltyConfig[],
+  ds: tf.Tensor[],
+  bases: (tf.Tensor | undefined)[],
+  taped: (tf.Tensor | null)[],
+): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: (PenaltyExcess | undefined)[]} | null {
+  const B = c.shape[0];
+  if (c.dtype !== 'float32' || c.rank !== 1 || ds.length !== penalties.length || ds.length === 0) return null;
+  const layers: PenaltyTermsLayer[] = [];
+  for (let i = 0; i < ds.length; i++) {
+    const d = ds[i];
+    const p = penalties[i];
+    const g = taped[i] ?? null;
+    const m = d.rank >= 2 ? d.size / B : 0;
+    if (d.dtype !== 'float32' || d.rank < 2 || d.shape[0] !== B || m === 0 || m % 4 !== 0) return null;
+    if (g != null && (g.dtype !== 'float32' || !tf.util.arraysEqual(g.shape, d.shape))) return null;
+    if (p.kind === 'quadratic' && !p.box) {
+      layers.push({kind: 'quadratic', d, taped: g, lambda: p.lambda});
+      continue;
+    }
+    const base = bases[i];
+    if (p.kind !== 'linf' || !p.box || base == null || base.dtype !== 'float32' || !tf.util.arraysEqual(base.shape, d.shape)) return null;
+    layers.push({
+      kind: 'linfBox',
+      d,
+      base,
+      taped: g,
+      epsilon: p.epsilon,
+      lo: p.box[0],
+      hi: p.box[1],
+      lambda: p.lambda ?? DEFAULT_CONSTRAINT_LAMBDA,
+      boxLambda: p.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA,
+    });
+  }
+  if (!simdKernelsAvailable()) return null;
+  return penaltyTermsKernel(c, layers);
 }
 
 /**

@@ -261,6 +261,10 @@ export function evaluate(f: BatchObjective, xs: tf.Tensor[], B: number): {value:
   }
   // the terms with closed-form gradients: their sum with the taped gradient is what the tape's own
   // accumulation would give (the terms' cotangent is 1; addition commutes), in fewer kernels
+  if (split?.fused && value.dtype === 'float32') {
+    const r = split.fused(xs, value, xs.map((_, i) => res.grads[i] ?? null));
+    if (r) return r;
+  }
   let extra: (tf.Tensor | null)[] = [];
   if (split) ({value, grads: extra} = split.untaped(xs, value));
   const grads = xs.map((x, i) => {

@@ -39,6 +39,13 @@ export interface SplitObjective {
    * `c` in the objective's own order) and, per tensor of the list, the terms' gradient (null: none).
    */
   untaped(xs: tf.Tensor[], c: tf.Tensor1D): {value: tf.Tensor1D; grads: (tf.Tensor | null)[]};
+  /**
+   * Optional, with the tape off: J and the FULL gradient (the taped gradient `taped[i]` of c —
+   * null when c does not depend on xs[i] — plus the terms' gradient) at once, the same values bit
+   * for bit as `untaped` followed by the additions of `evaluate` (e.g. one fused kernel); null when
+   * it does not apply to these tensors (then `untaped` is used).
+   */
+  fused?(xs: tf.Tensor[], c: tf.Tensor1D, taped: (tf.Tensor | null)[]): {value: tf.Tensor1D; grads: tf.Tensor[]} | null;
 }
 
 /** Information passed to {@link SolverOptions.onIteration} after every iteration. */
