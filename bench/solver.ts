@@ -3,6 +3,7 @@
  *
  *   npm run bench:solver [-- --quick] [--backend wasm|cpu] [--batch 32] [--ref-iters 500] [--models mlp,cnn]
  *                        [--cache DIR (models and reference)] [--variants REGEX] [--extra 'name={deepAttack options}' ...]
+ *                        [--dump FILE (per-example J of J(0), the reference, its starts and every variant, as JSON)]
  *
  * For an MNIST MLP 784-128-128-10 (1 epoch on 4096 images) and a small CNN c8-p-c16-p-d10 (1 epoch on
  * 512 images, trained on cpu: wasm has no Conv2DBackpropFilter), both instrumented, and two threats
@@ -42,6 +43,7 @@ const {values: args} = parseArgs({
     cache: {type: 'string', default: ''},
     variants: {type: 'string'},
     extra: {type: 'string', multiple: true},
+    dump: {type: 'string', default: ''},
   },
 });
 const quick = args.quick ?? false;
@@ -195,6 +197,7 @@ for (const e of args.extra ?? []) {
 const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
 const pct = (v: number) => `${(100 * v).toFixed(1)}`;
 const rows: string[] = [];
+const dumped: unknown[] = [];
 const refRows: string[] = [];
 const pgdRows: string[] = [];
 let maxMismatch = 0;
@@ -214,6 +217,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
       ? [['zero', true, 0.01], ['zero', false, 0.01], [0.01, true, 0.01], [0.01, false, 0.03]]
       : [['zero', false, 0.01], [0.01, false, 0.03], [0.3, false, 0.03], [1, false, 0.03]];
     let ref = J0.slice();
+    const refStarts: {start: string; J: number[]}[] = [];
     // --cache DIR also keeps the reference (it depends only on the cached model, the batch and the iterations)
     const refFile = args.cache ? `${args.cache}/ref-${kind}-${threat}-b${B}-i${REF_ITERS}${quick ? '-quick' : ''}.json` : '';
     if (refFile && existsSync(refFile)) {
@@ -221,6 +225,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     } else {
       for (const [start, project, lr] of quick ? starts.slice(0, 2) : starts) {
         const r = adam(J, shapes, x, threat, start, project, lr, REF_ITERS);
+        refStarts.push({start: `${start}${project ? ', projected' : ''}, η=${lr}`, J: r});
         ref = ref.map((b, k) => Math.max(b, r[k]));
       }
       if (refFile) writeFileSync(refFile, JSON.stringify(ref));
@@ -235,7 +240,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     for (const [name, opts] of VARIANTS) {
       const Js: number[][] = [];
       for (const k of BUDGETS) {
-        const r = deepAttack(adv, x, y, {...opts, maxGradientEvaluations: k, maxIterations: 1000, seed: 1});
+        const r = deepAttack(adv, x, y, {seed: 1, ...opts, maxGradientEvaluations: k, maxIterations: 1000});
         if (r.gradientEvaluations > k) throw new Error(`${name}: ${r.gradientEvaluations} evaluations > budget ${k}`);
         const Jk = tf.tidy(() => J(r.disturbances).arraySync());
         const rep = r.objective.arraySync();
@@ -245,6 +250,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
       }
       results.push({name, J: Js});
     }
+    if (args.dump) dumped.push({model: kind, threat, J0, ref, refStarts, variants: results});
     const bestKnown = ref.map((b, k) => Math.max(b, ...results.map((r) => r.J[3][k])));
     const gapRef = mean(ref) - mean(J0);
     const gapBest = mean(bestKnown) - mean(J0);
@@ -271,6 +277,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     }
   }
 }
+if (args.dump) writeFileSync(args.dump, JSON.stringify(dumped));
 console.log(`\nShare of the gap J(0) → best known (per example: max of J_best and every variant at 40) closed at k batched gradient evaluations (%), batch ${B}:\n`);
 console.log('| model | threat | variant | 5 | 10 | 20 | 40 |');
 console.log('|---|---|---|---|---|---|---|');

@@ -258,7 +258,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   const initScale = num('initScale', (v) => v >= 0, 'a number >= 0');
   const stepSize = num('stepSize', (v) => v > 0, 'a number > 0');
   const seed = num('seed', () => true, 'a finite number');
-  const init = oneOf('init', ['random', 'zero', 'gradient'] as const, space === 'disturbance' ? 'zero' : 'gradient');
+  const init = oneOf('init', ['random', 'zero', 'gradient'] as const, space === 'disturbance' ? 'random' : 'gradient');
   const firstStep = oneOf('firstStep', ['saturated', 'unit'] as const, 'saturated');
   const conjugate = bool('conjugate');
   const anneal = resolveAnneal(o.anneal, bad);
@@ -433,14 +433,20 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
   let inputs: (tf.Tensor | undefined)[];
   if (o.space === 'disturbance') {
     // 2–3. Maximise eq. 9 over the disturbances, from a start inside every ball and box.
+    // the loss at a random start (the saturated first step's c: J there also holds the penalties)
+    let startLoss: tf.Tensor1D | undefined;
     if (init !== 'zero') {
       try {
         const r = forwardAdd(model, layers, x, d0, {penalties, project: true});
         functionEvaluations++;
-        const projected = r.disturbances.map((d) => tf.clone(d));
-        disposeAddResult(r);
-        tf.dispose(d0);
-        d0 = projected;
+        try {
+          if (o.solver === 'preconditioned' && o.firstStep === 'saturated') startLoss = tf.tidy(() => loss(y, r.output) as tf.Tensor1D);
+          const projected = r.disturbances.map((d) => tf.clone(d));
+          tf.dispose(d0);
+          d0 = projected;
+        } finally {
+          disposeAddResult(r);
+        }
       } catch (e) {
         tf.dispose(d0);
         throw e;
@@ -462,8 +468,10 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
               ...common,
               direction: (ds, grads) => ds.map((d, i) => directions[i].direction(grads[i], d, excess.get(d))),
               conjugate: o.conjugate,
-              // the saturated extrapolation d0 + α(T − d0) would also amplify a random start: zero start only
-              initialStep: o.firstStep === 'saturated' && init === 'zero' ? saturatedStep : 1,
+              // from a random start the saturated step extrapolates T(d0) from the origin, α·T(d0),
+              // with α from the loss at d0 (d0 + α(T − d0) would amplify the random d0)
+              initialStep: o.firstStep !== 'saturated' ? 1 : startLoss ? () => saturatedStep(startLoss as tf.Tensor1D) : saturatedStep,
+              initialStepFrom: init === 'zero' ? 'start' : 'origin',
               anneal:
                 o.anneal && Number.isFinite(Math.min(o.maxIterations, common.maxGradientEvaluations ?? Infinity))
                   ? {
@@ -480,6 +488,7 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
             : gradientAscent(f, d0, {...common, stepSize: o.stepSize});
     } finally {
       tf.dispose(d0);
+      startLoss?.dispose();
       directions.forEach((dir) => dir.dispose());
       excess.clear();
     }

@@ -41,6 +41,13 @@ export interface PreconditionedAscentOptions extends SolverOptions {
    * is kept for the next iteration.
    */
   initialStep?: number | number[] | ((J: tf.Tensor1D) => tf.Tensor1D);
+  /**
+   * The point the first step extrapolates from. `'start'` (default): the first candidate is
+   * x0 + α·D0. `'origin'`: α·(x0 + D0), on the line from x = 0 through the direction's unit step
+   * x0 + D0 (the same point when α = 1): with a random start and a first step α ≫ 1 it extrapolates
+   * the local maximiser T(x0) = x0 + D0 from the origin instead of amplifying the random x0.
+   */
+  initialStepFrom?: 'start' | 'origin';
   /** Largest step reached by growing after accepted steps. Default 1. */
   maxStep?: number;
   /** After an accepted step α ← min(maxStep, growFactor·α). Default 2. */
@@ -112,6 +119,13 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
   ) {
     throw new Error(`preconditionedAscent: initialStep must be a positive number or ${B} positive numbers, got ${String(init)}`);
   }
+  const fromOrigin = options.initialStepFrom ?? 'start';
+  if (fromOrigin !== 'start' && fromOrigin !== 'origin') {
+    throw new Error(`preconditionedAscent: initialStepFrom must be 'start' or 'origin', got ${String(options.initialStepFrom)}`);
+  }
+  /** The first candidate from the origin: xn + (α − 1)·x0 = α·(x0 + D0) where xn = x0 + α·D0 (0 for frozen rows). */
+  const shiftFirst = (xn: tf.Tensor[], x: tf.Tensor[], step: tf.Tensor1D): tf.Tensor[] =>
+    iteration === 1 && fromOrigin === 'origin' ? axpy(xn, select(tf.greater(step, 0), tf.sub(step, 1), tf.zerosLike(step)) as tf.Tensor1D, x) : xn;
   const dirOf = (x: tf.Tensor[], g: tf.Tensor[]) => {
     const D = direction(x, g);
     if (D.length !== x.length) throw new Error(`preconditionedAscent: direction returned ${D.length} tensors for ${x.length}`);
@@ -168,7 +182,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       iteration++;
       if (old.an) return annealedStep(old, old.an, ctx);
       const step = select(ctx.active, old.alpha, tf.zerosLike(old.alpha)) as tf.Tensor1D;
-      const xn = axpy(old.x, step, options.conjugate ? old.p : old.D);
+      const xn = shiftFirst(axpy(old.x, step, options.conjugate ? old.p : old.D), old.x, step);
       const e = ctx.evaluate(xn);
       const a = acceptance(old, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
       const D = dirOf(xn, e.grads);
@@ -221,10 +235,14 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
       const mag = tf.mean(tf.abs(tf.reshape(d, [B, -1])), 1);
       return whereRows(on, tf.mul(backendSign(d), expandAs(mag, d)), d);
     });
-    const xn = an.xc.map((x, i) => {
-      const a = annScale && annScale[i] !== 1 ? (select(on, tf.mul(alpha, annScale[i]), alpha) as tf.Tensor1D) : alpha;
-      return tf.add(x, tf.mul(expandAs(a, p[i]), p[i]));
-    });
+    const xn = shiftFirst(
+      an.xc.map((x, i) => {
+        const a = annScale && annScale[i] !== 1 ? (select(on, tf.mul(alpha, annScale[i]), alpha) as tf.Tensor1D) : alpha;
+        return tf.add(x, tf.mul(expandAs(a, p[i]), p[i]));
+      }),
+      an.xc,
+      alpha,
+    );
     const e = ctx.evaluate(xn);
     // against the current iterate (monotone examples: current = best)
     const a = acceptance({...old, J: an.Jc}, {J: e.value, g: e.grads, finite: e.finite}, ctx.active, B, t);
@@ -366,7 +384,10 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
           const aOn = tf.mul(tf.tensor1d(a0.slice()), cosine) as tf.Tensor1D;
           aT = onAct.every((v) => v === 1) ? aOn : (select(tf.tensor1d(onAct, 'bool'), aOn, aT) as tf.Tensor1D);
         }
+        // the first candidate from the origin: (x0 + α·D0) + (α − 1)·x0 (0 for frozen examples)
+        const shift = iteration === 1 && fromOrigin === 'origin' && a.some((v) => v !== 0 && v !== 1) ? tf.tensor1d(a.map((v) => (v > 0 ? fr(v - 1) : 0))) : null;
         const xn = old.xc.map((x, i) => {
+          if (shift) return stepRows(stepRows(x, aT, old.D[i]), shift, x);
           let ai = aT;
           if (anyOn && scaleF[i] !== 1) ai = (onMask ? select(onMask, tf.mul(aT, scaleF[i]), aT) : tf.mul(aT, scaleF[i])) as tf.Tensor1D;
           const d = old.D[i];
