@@ -354,7 +354,7 @@ for (const linf of [true, false]) {
     const before = tf.memory().numTensors;
     const shares: Record<string, number> = {};
     for (const [name, opts] of [
-      ['default', {}],
+      ['default', {seed: 1}],
       ...(process.env.DIAG ? ([['d40', {maxGradientEvaluations: 40}], ['d200', {maxGradientEvaluations: 200}], ['unit', {firstStep: 'unit'}], ['pr', {conjugate: true}], ['rand', {init: 'random', seed: 3}], ['monotone', {anneal: false}], ['anneal after 1', {anneal: {after: 1}}], ['no sign', {anneal: {linfSign: false}}]] as const) : []),
       ['neuron CG', {space: 'neuron' as const, maxGradientEvaluations: 20, maxIterations: 100}],
     ] as const) {

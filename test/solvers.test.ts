@@ -485,7 +485,7 @@ test('(f) maxGradientEvaluations is respected exactly', () => {
 // ---------------------------------------------------------------------------------------------
 // preconditionedAscent, and the budget / leak contract of every solver
 // ---------------------------------------------------------------------------------------------
-import {preconditionedAscent} from '../src/solvers/preconditioned.js';
+import {preconditionedAscent, setPreconditionedHostDecisions} from '../src/solvers/preconditioned.js';
 
 /** Separable concave quadratic per example: J_b = Σ_i −h_i (x_i − c_{b,i})² with known maximiser c. */
 function separable(h: number[], c: number[][]): BatchObjective {
@@ -525,6 +525,39 @@ test('preconditionedAscent is monotone per example and a rejected large first st
   tf.dispose([...r.xs, r.objective, x0[0]]);
 });
 
+test("preconditionedAscent initialStepFrom 'origin': the first candidate is α·(x0 + D0), not x0 + α·D0 (closed form)", () => {
+  // J_b = −Σ h (x − c_b)², exact Newton direction D = c − x: the unit step lands on c from anywhere
+  const h = [1, 4];
+  const c = [[1, -0.5], [0.25, 2]];
+  const f = separable(h, c);
+  const x0v = [[-30, 20], [40, -25]]; // far away: both candidates of a step α = 2 improve J
+  const Jat = (x: number[], b: number) => -x.reduce((s, v, i) => s + h[i] * (v - c[b][i]) ** 2, 0);
+  const before = tf.memory().numTensors;
+  for (const from of ['start', 'origin'] as const) {
+    for (const host of [true, false]) {
+      setPreconditionedHostDecisions(host);
+      try {
+        const x0 = [tf.tensor2d(x0v)];
+        const r = preconditionedAscent(f, x0, {direction: (x, g) => [tf.div(g[0], tf.mul(2, tf.tensor1d(h)))], initialStep: [2, 1], initialStepFrom: from, maxGradientEvaluations: 2, tolerance: -1, gradientTolerance: -1});
+        const want0 = from === 'origin' ? c[0].map((v) => 2 * v) : c[0].map((v, i) => 2 * v - x0v[0][i]);
+        const x = r.xs[0].arraySync() as number[][];
+        x[0].forEach((v, i) => assert.ok(Math.abs(v - want0[i]) < 1e-4, `${from}, host ${host}: x[0][${i}] = ${v}, want ${want0[i]}`));
+        // α = 1: both rules land on the maximiser
+        x[1].forEach((v, i) => assert.ok(Math.abs(v - c[1][i]) < 1e-4, `${from}, host ${host}: x[1][${i}] = ${v}, want ${c[1][i]}`));
+        assert.ok(Math.abs(r.exampleHistory[1][0] - Jat(want0, 0)) < 1e-3 * Math.abs(Jat(want0, 0)), `${from}: J after the first step`);
+        tf.dispose([...r.xs, r.objective, ...x0]);
+      } finally {
+        setPreconditionedHostDecisions(true);
+      }
+    }
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaked');
+  const x0 = [tf.zeros([2, 2])];
+  assert.throws(() => preconditionedAscent(f, x0, {initialStepFrom: 'zero' as never}), /initialStepFrom must be 'start' or 'origin', got zero/);
+  assert.throws(() => preconditionedAscent(f, x0, {anneal: {minRemaining: -1}, maxGradientEvaluations: 5}), /anneal\.minRemaining must be an integer >= 0, got -1/);
+  x0[0].dispose();
+});
+
 test('preconditionedAscent with anneal moves along a kinked ridge where the monotone rule stalls; it returns the best point met', () => {
   // J = −10|x₁ − x₂| + s − 0.05 s², s = x₁ + x₂: maximum 5 at x₁ = x₂ = 5. The gradient zig-zags across
   // the ridge x₁ = x₂, so monotone steps along it shrink to nothing.
@@ -560,6 +593,12 @@ test('preconditionedAscent with anneal moves along a kinked ridge where the mono
   const signed = preconditionedAscent(f, x0, {...opts, anneal: {sign: [true]}});
   signed.objective.arraySync().forEach((v, b) => assert.ok(v > Jm[b] && v <= 5 + 1e-5, `example ${b}: annealed with sign steps ${v} vs monotone ${Jm[b]}`));
   tf.dispose([...signed.xs, signed.objective]);
+  // minRemaining: an example switches only while that many iterations remain; more than the
+  // budget = the monotone rule bit for bit
+  const late = preconditionedAscent(f, x0, {...opts, anneal: {minRemaining: 30}});
+  assert.deepEqual(late.objective.arraySync(), Jm, 'minRemaining ≥ budget: the monotone iterates');
+  assert.deepEqual(late.exampleHistory, mono.exampleHistory, 'minRemaining ≥ budget: the monotone history');
+  tf.dispose([...late.xs, late.objective]);
   assert.equal(tf.memory().numTensors, before, 'no tensor leaked on the error paths');
   x0[0].dispose();
 });

@@ -242,7 +242,7 @@ export async function evalCommand(o: EvalCommandOptions, log: (s: string) => voi
       const attacked: tfl.LayersModel = own.length > 0 ? model : instrument(model, {input: {kind: 'linf', epsilon: inputEps, box: [0, 1]}, hidden: hidden ?? {kind: 'quadratic', lambda: 1}});
       const layers = disturbanceLayers(attacked);
       const penalties = layers.map((l) => (hidden && l !== layers[0] ? hidden : l.penalty));
-      const conv = solverConvergence(attacked, xb, yb, {maxGradientEvaluations: o.convergenceEvals, penalties});
+      const conv = solverConvergence(attacked, xb, yb, {maxGradientEvaluations: o.convergenceEvals, penalties, seed: o.seed});
       const cf: ConvergenceFile = {tool: 'tfjs-deep-adversarial', command: 'eval', modelDir, penalties, result: conv};
       convergencePath = join(outDir, 'convergence.json');
       await writeFileAtomic(convergencePath, JSON.stringify(cf, null, 1));

@@ -31,6 +31,8 @@ export interface ConvergenceOptions {
   penalties?: (PenaltyConfig | null)[];
   /** Loss; default the model's compiled loss. */
   loss?: string | LossFn;
+  /** Seed of the default solver's random start (the same start at every budget). Default 0. */
+  seed?: number;
 }
 
 /** One point of a convergence curve. */
@@ -44,7 +46,7 @@ export interface ConvergencePoint {
 /** One solver run. */
 export interface ConvergenceRun {
   /**
-   * `'preconditioned'`: `deepAttack` with its default options (disturbance space, zero start), run once
+   * `'preconditioned'`: `deepAttack` with its default options (disturbance space, random start of `seed`), run once
    * per budget of a doubling grid, so each point is exactly what a user gets at that
    * `maxGradientEvaluations`; `'cg'`, `'gradient-ascent'`: one neuron-space run, a point per iteration.
    */
@@ -91,6 +93,8 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
   if (!Array.isArray(stepSizes) || stepSizes.some((s) => typeof s !== 'number' || !(s > 0) || !Number.isFinite(s))) {
     throw new Error(`${who}: options.stepSizes must be an array of positive numbers, got ${JSON.stringify(stepSizes)}.`);
   }
+  const seed = options.seed ?? 0;
+  if (typeof seed !== 'number' || !Number.isFinite(seed)) throw new Error(`${who}: options.seed must be a finite number, got ${String(options.seed)}.`);
   let attacked = model;
   let instrumented = false;
   if (disturbanceSites(model).length === 0) {
@@ -135,7 +139,7 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
     runs.push({solver, label, stepSize, points: points.filter((p) => Number.isFinite(p.objective)), diverged});
   };
   try {
-    runs.push(defaultSolverRun(attacked, x, y, budget, penalties, options.loss));
+    runs.push(defaultSolverRun(attacked, x, y, budget, penalties, options.loss, seed));
     record('cg', 'CG', null, (onIteration) =>
       conjugateGradient(f, n0, {maxIterations: budget, maxGradientEvaluations: budget, tolerance: -1, gradientTolerance: -1, onIteration}),
     );
@@ -155,13 +159,13 @@ export function solverConvergence(model: tfl.LayersModel, x: tf.Tensor, y: tf.Te
  * gradient evaluations, as a user gets it with `maxGradientEvaluations: k`. A budget the solver does not
  * use up (it stopped early) adds no point.
  */
-function defaultSolverRun(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, budget: number, penalties: (PenaltyConfig | null)[], loss: ConvergenceOptions['loss']): ConvergenceRun {
+function defaultSolverRun(model: tfl.LayersModel, x: tf.Tensor, y: tf.Tensor, budget: number, penalties: (PenaltyConfig | null)[], loss: ConvergenceOptions['loss'], seed: number): ConvergenceRun {
   const budgets: number[] = [];
   for (let k = 1; k < budget; k *= 2) budgets.push(k);
   budgets.push(budget);
   const points: ConvergencePoint[] = [];
   for (const k of budgets) {
-    const r = deepAttack(model, x, y, {maxGradientEvaluations: k, penalties, loss});
+    const r = deepAttack(model, x, y, {maxGradientEvaluations: k, penalties, loss, seed});
     tf.dispose([...r.disturbances, r.objective]);
     if (points.length === 0) points.push({gradientEvaluations: 1, objective: r.history[0]});
     const last = points[points.length - 1];

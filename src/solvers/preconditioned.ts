@@ -77,6 +77,12 @@ export interface AnnealOptions {
   /** First step of the annealed phase. Default: the rejected step α that switched the example. */
   start?: number;
   /**
+   * An example switches only while at least this many iterations of the schedule remain (after
+   * that it stays on the monotone rule): a shorter annealed schedule costs more than it finds.
+   * Default 0.
+   */
+  minRemaining?: number;
+  /**
    * One factor per tensor of the list on the annealed step (over-relaxation: > 1 where the
    * direction's unit step is known to fall short, e.g. a quadratic penalty whose curvature the
    * loss partly offsets). Default 1 for every tensor.
@@ -146,6 +152,10 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
   const annFloor = ann?.floor ?? 0.02;
   const annAfter = ann?.after ?? 1;
   const annStart = ann?.start;
+  const annMinRemaining = ann?.minRemaining ?? 0;
+  if (ann && !(Number.isInteger(annMinRemaining) && annMinRemaining >= 0)) {
+    throw new Error(`preconditionedAscent: anneal.minRemaining must be an integer >= 0, got ${String(ann.minRemaining)}`);
+  }
   if (annStart !== undefined && !(annStart > 0 && Number.isFinite(annStart))) throw new Error(`preconditionedAscent: anneal.start must be a positive number, got ${String(annStart)}`);
   if (ann && !(Number.isInteger(annAfter) && annAfter >= 1)) throw new Error(`preconditionedAscent: anneal.after must be an integer >= 1, got ${String(ann.after)}`);
   const annScale = ann?.scale;
@@ -252,7 +262,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     // a rejected step α ≤ maxStep of a monotone example: switch, and move there
     const small = tf.logicalAnd(tf.logicalAnd(a.reject, tf.logicalNot(on)), tf.logicalNot(big));
     const rej = tf.add(an.rej, tf.cast(small, 'float32')) as tf.Tensor1D;
-    const switchNow = tf.logicalAnd(small, tf.greaterEqual(rej, annAfter)) as tf.Tensor1D;
+    const switchNow = (lastIteration - iteration >= annMinRemaining ? tf.logicalAnd(small, tf.greaterEqual(rej, annAfter)) : tf.zerosLike(small)) as tf.Tensor1D;
     const onNext = tf.logicalOr(on, switchNow) as tf.Tensor1D;
     const ok = tf.logicalAnd(ctx.active, e.finite);
     const move = tf.logicalAnd(ok, tf.logicalOr(a.accept, onNext)) as tf.Tensor1D;
@@ -416,7 +426,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
           let switchNow = false;
           if (!accept && !wasOn && !big && ann) {
             rej[b] += 1;
-            switchNow = rej[b] >= annAfter;
+            switchNow = rej[b] >= annAfter && finalIteration - iteration >= annMinRemaining;
           }
           const moves = accept || wasOn || switchNow;
           const better = J >= Jbest[b];
