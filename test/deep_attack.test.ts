@@ -440,12 +440,13 @@ test('deep-attack options are validated in one place: unknown keys get the close
   }
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', init: 'gaussian'} as never), /adversarialStep: option 'init' must be one of 'random', 'zero', 'gradient'/);
   // anneal: one object, validated here too (training passes it through)
-  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: 3, start: undefined, floor: 0.02, quadraticScale: 1.5, linfSign: true});
+  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: 3, start: undefined, minRemaining: 5, floor: 0.02, quadraticScale: 1.5, linfSign: true});
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {minRemaining: 1.5}}), /option 'anneal\.minRemaining' must be an integer >= 0, got 1\.5/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {linfSign: 1}} as never), /option 'anneal\.linfSign' must be true or false, got 1/);
   assert.equal(resolveDeepAttackOptions('deepAttack', {anneal: false}).anneal, null);
   assert.equal(resolveDeepAttackOptions('deepAttack', {anneal: {after: 1}}).anneal?.after, 1);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {after: 0}}), /deepAttack: option 'anneal\.after' must be an integer >= 1, got 0/);
-  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {steps: 3}} as never), /option 'anneal' must be an object with keys after, start, floor, quadraticScale, linfSign \(unknown key 'steps'\)/);
+  assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {steps: 3}} as never), /option 'anneal' must be an object with keys after, start, minRemaining, floor, quadraticScale, linfSign \(unknown key 'steps'\)/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: 'yes'} as never), /option 'anneal' must be true, false or an object/);
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', anneal: {floor: 2}}), /adversarialStep: option 'anneal\.floor' must be a number in \[0, 1\], got 2/);
   tf.dispose([x, y]);
