@@ -33,6 +33,7 @@ import {
   PenaltyConfig,
   type PenaltyExcess,
   penaltyValue,
+  projectDisturbance,
   sumPerExample,
   validatePenalty,
   violationPerExample,
@@ -444,26 +445,38 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
   let inputs: (tf.Tensor | undefined)[];
   if (o.space === 'disturbance') {
     // 2–3. Maximise eq. 9 over the disturbances, from a start inside every ball and box.
-    // the loss at a random start (the saturated first step's c: J there also holds the penalties)
+    const bases = inputBases(model, layers, x);
+    // From a random start: its projection onto every ball and box, and (for the saturated first step)
+    // the loss c there. When every box has a known layer input (`bases`: no hidden-layer box) the
+    // projection is closed form and c = J − Σρ comes from the solver's own start evaluation;
+    // otherwise one recording forward pass projects and gives c.
     let startLoss: tf.Tensor1D | undefined;
+    let startPenalty: tf.Tensor1D | undefined;
+    const saturated = o.solver === 'preconditioned' && o.firstStep === 'saturated';
     if (init !== 'zero') {
       try {
-        const r = forwardAdd(model, layers, x, d0, {penalties, project: true});
-        functionEvaluations++;
-        try {
-          if (o.solver === 'preconditioned' && o.firstStep === 'saturated') startLoss = tf.tidy(() => loss(y, r.output) as tf.Tensor1D);
-          const projected = r.disturbances.map((d) => tf.clone(d));
+        if (penalties.every((p, i) => p.box == null || bases[i] != null)) {
+          const projected = tf.tidy(() => d0.map((d, i) => projectDisturbance(penalties[i], d, bases[i])));
           tf.dispose(d0);
           d0 = projected;
-        } finally {
-          disposeAddResult(r);
+          if (saturated) startPenalty = tf.tidy(() => d0.map((d, i) => penaltyValue(penalties[i], d, bases[i])).reduce((a, b) => tf.add(a, b)) as tf.Tensor1D);
+        } else {
+          const r = forwardAdd(model, layers, x, d0, {penalties, project: true});
+          functionEvaluations++;
+          try {
+            if (saturated) startLoss = tf.tidy(() => loss(y, r.output) as tf.Tensor1D);
+            const projected = r.disturbances.map((d) => tf.clone(d));
+            tf.dispose(d0);
+            d0 = projected;
+          } finally {
+            disposeAddResult(r);
+          }
         }
       } catch (e) {
-        tf.dispose(d0);
+        tf.dispose([...d0, ...(startPenalty ? [startPenalty] : [])]);
         throw e;
       }
     }
-    const bases = inputBases(model, layers, x);
     // the L∞ excesses of the last evaluation, reused by the direction at the same point
     const excess = new Map<tf.Tensor, PenaltyExcess>();
     const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases, excess);
@@ -481,7 +494,13 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
               conjugate: o.conjugate,
               // from a random start the saturated step extrapolates T(d0) from the origin, α·T(d0),
               // with α from the loss at d0 (d0 + α(T − d0) would amplify the random d0)
-              initialStep: o.firstStep !== 'saturated' ? 1 : startLoss ? () => saturatedStep(startLoss as tf.Tensor1D) : saturatedStep,
+              initialStep: !saturated
+                ? 1
+                : startLoss
+                  ? () => saturatedStep(startLoss as tf.Tensor1D)
+                  : startPenalty
+                    ? (J: tf.Tensor1D) => saturatedStep(tf.sub(J, startPenalty as tf.Tensor1D) as tf.Tensor1D)
+                    : saturatedStep,
               initialStepFrom: init === 'zero' ? 'start' : 'origin',
               anneal:
                 o.anneal && Number.isFinite(Math.min(o.maxIterations, common.maxGradientEvaluations ?? Infinity))
@@ -501,6 +520,7 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
     } finally {
       tf.dispose(d0);
       startLoss?.dispose();
+      startPenalty?.dispose();
       directions.forEach((dir) => dir.dispose());
       excess.clear();
     }
