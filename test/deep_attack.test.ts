@@ -463,3 +463,36 @@ test('bad inputs get a clear error and leave no tensors: 0 rows, a plain array',
   assert.equal(tf.memory().numTensors, before);
   tf.dispose([x0, y0, y1]);
 });
+
+test('the random start lies in every ball and box, projected in closed form (no hidden box) or by a recording forward pass (hidden box)', () => {
+  const base = mlp();
+  base.compile({optimizer: 'sgd', loss: 'categoricalCrossentropy'});
+  const x = tf.tensor2d(rand(4 * 6, 21).map((v) => (v + 1) / 2), [4, 6]); // inside the box [0, 1]
+  const y = tf.cast(tf.oneHot(tf.tensor1d([0, 1, 2, 1], 'int32'), 3), 'float32');
+  const input = {kind: 'linf' as const, epsilon: 0.1, box: [0, 1] as [number, number]};
+  for (const hidden of [{kind: 'l2' as const, epsilon: 0.05}, {kind: 'quadratic' as const, lambda: 1, box: [-0.5, 0.5] as [number, number]}]) {
+    const model = instrument(base, {input, hidden});
+    const before = tf.memory().numTensors;
+    // budget 1: the solver's start only, so the returned disturbances are the projected random start
+    const r = deepAttack(model, x, y, {init: 'random', initScale: 5, maxGradientEvaluations: 1, seed: 3});
+    assert.equal(r.gradientEvaluations, 1);
+    const d0 = r.disturbances[0].arraySync() as number[][];
+    const xs = x.arraySync();
+    d0.forEach((row, b) => row.forEach((v, i) => {
+      assert.ok(Math.abs(v) <= 0.1 + 1e-7, `${hidden.kind}: input d = ${v} outside the L∞ ball`);
+      assert.ok(xs[b][i] + v >= -1e-7 && xs[b][i] + v <= 1 + 1e-7, `${hidden.kind}: x + d = ${xs[b][i] + v} outside [0, 1]`);
+    }));
+    // uniform ±5 clipped to ±0.1 then into the box: most coordinates sit on a face
+    assert.ok(d0.flat().filter((v) => Math.abs(Math.abs(v) - 0.1) < 1e-6).length > 6, 'clipped to the ball');
+    // every ball and box, hidden ones included (the hidden box needs the layer inputs of the disturbed pass)
+    r.violation.forEach((v, l) => assert.ok(v <= 1e-6, `${hidden.kind}: layer ${r.layerNames[l]} violates its ball/box by ${v}`));
+    if (hidden.kind === 'l2') {
+      for (const d of r.disturbances.slice(1)) {
+        (d.arraySync() as number[][]).forEach((row) => assert.ok(Math.hypot(...row) <= 0.05 + 1e-6, `hidden ‖d‖ = ${Math.hypot(...row)} > 0.05`));
+      }
+    }
+    tf.dispose([...r.disturbances, r.objective]);
+    assert.equal(tf.memory().numTensors, before, `${hidden.kind}: no tensor leaked`);
+  }
+  tf.dispose([x, y]);
+});
