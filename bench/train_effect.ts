@@ -46,7 +46,8 @@ function accuracy(model: tfl.LayersModel, x: tf.Tensor): number {
 const rows: string[] = [];
 for (const [name, opts] of [
   ['old default: neuron-space CG', {space: 'neuron'}],
-  ['new default: disturbance-space preconditioned', {}],
+  ['0.1.0 default: disturbance-space preconditioned, zero start', {init: 'zero', anneal: {minRemaining: 0}}],
+  ['default: disturbance-space preconditioned, random start', {}],
 ] as [string, Omit<DeepAttackOptions, 'loss'>][]) {
   const base = build();
   base.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy', metrics: ['accuracy']});
