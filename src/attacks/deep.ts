@@ -101,8 +101,9 @@ export interface DeepAttackOptions {
    * ball/box. Default `'gradient'` in neuron space; `'random'` in disturbance space, where the
    * solver's first step IS that linearised step (there `'gradient'` means `'random'`). The random
    * start (as PGD's) makes the first gradient see the network a little away from the clean point:
-   * measured with `npm run bench:solver -- --batch 96`, +0.2 to +0.6 points of the gap at 20
-   * evaluations and up to +0.9 at 10 over `'zero'` (the default of 0.1.0), see the README.
+   * measured with `npm run bench:solver` (batch 32 and `--batch 96`) against `'zero'` (the default
+   * of 0.1.0), +0.2 to +0.5 points of the gap at 20 evaluations on a small CNN and +0.6 to +1.4 on an
+   * MLP with an L∞ input, up to +1.4 at 10; 0 to −0.6 on an all-quadratic MLP; see the README.
    * Pass `seed` for a reproducible attack.
    */
   init?: 'random' | 'zero' | 'gradient';
