@@ -1,7 +1,7 @@
 import {tf} from './setup.js';
 import assert from 'node:assert/strict';
 import {spawn, spawnSync} from 'node:child_process';
-import {existsSync, mkdtempSync, readFileSync, rmSync} from 'node:fs';
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {after, before, describe, it} from 'node:test';
@@ -186,6 +186,16 @@ describe('CLI', () => {
     assert.match(html, /ε — L∞ radius \(max change per pixel, intensity scale \[0, 1\]\)/);
     assert.match(html, /batched gradient evaluations \(count\)/);
     assert.match(html, /<h2>Random perturbations of hidden activations and weights<\/h2>[\s\S]*<th>activation noise σ_rel=0.5<\/th><th>activations 2-bit<\/th>/);
+    assert.doesNotMatch(html, /Per-layer vulnerability[^<]*\(profile\/eval\.json\)/);
+    // a per-layer profile re-measured on its own (profile/eval.json) is the one charted
+    mkdirSync(join(run, 'profile'), {recursive: true});
+    const reprofiled = {...ev, result: {...ev.result, layerProfile: {...ev.result.layerProfile, layers: ev.result.layerProfile.layers.slice(0, 2)}}};
+    writeFileSync(join(run, 'profile', 'eval.json'), JSON.stringify(reprofiled));
+    const r2 = cli(['report', run, '--out', join(tmp, 'report-reprofiled.html')]);
+    assert.equal(r2.code, 0, r2.stderr);
+    const html2 = readFileSync(join(tmp, 'report-reprofiled.html'), 'utf8');
+    assert.match(html2, /Per-layer vulnerability[^<]*\(profile\/eval\.json\)/);
+    rmSync(join(run, 'profile'), {recursive: true});
     tf.dispose([]);
   });
 

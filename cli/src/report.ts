@@ -30,6 +30,11 @@ interface Run {
   penaltyKinds: Record<string, string>;
   /** Name of the input Disturbance layer, if known. */
   inputLayer?: string;
+  /**
+   * The per-layer profile to chart: from `profile/eval.json` when the run has one (a profile
+   * re-measured on its own, e.g. after a fix, replaces the one in eval.json), else from eval.json.
+   */
+  layerProfile?: {profile: NonNullable<EvalFile['result']['layerProfile']>; source: 'eval.json' | 'profile/eval.json'};
 }
 
 function isRunDir(dir: string): boolean {
@@ -134,14 +139,22 @@ function describeRun(dir: string, run?: RunMetadata): string {
 
 function loadRun(dir: string): Run {
   const run = readJson<RunMetadata>(join(dir, 'run.json'));
+  const evalFile = readJson<EvalFile>(join(dir, 'eval.json'));
+  const own = readJson<EvalFile>(join(dir, 'profile', 'eval.json'))?.result.layerProfile;
+  const layerProfile = own
+    ? {profile: own, source: 'profile/eval.json' as const}
+    : evalFile?.result.layerProfile
+      ? {profile: evalFile.result.layerProfile, source: 'eval.json' as const}
+      : undefined;
   return {
     dir,
     label: describeRun(dir, run),
     run,
-    evalFile: readJson<EvalFile>(join(dir, 'eval.json')),
+    evalFile,
     convergence: readJson<ConvergenceFile>(join(dir, 'convergence.json')),
     penaltyKinds: penaltyKinds(dir, run),
-    inputLayer: readJson<EvalFile>(join(dir, 'eval.json'))?.result.layerProfile?.layers.find((l) => l.isInput)?.name ?? run?.model.disturbanceLayers[0],
+    inputLayer: layerProfile?.profile.layers.find((l) => l.isInput)?.name ?? run?.model.disturbanceLayers[0],
+    layerProfile,
   };
 }
 
@@ -312,12 +325,13 @@ export function buildCharts(runs: Run[]): Chart[] {
   }
   // 5. Per-layer vulnerability.
   for (const r of runs) {
-    const lp = r.evalFile?.result.layerProfile;
-    if (!lp) continue;
+    if (!r.layerProfile) continue;
+    const lp = r.layerProfile.profile;
     const rows = lp.layers.flatMap((l) =>
       l.points.map((p) => ({layer: l.isInput ? 'input' : shortLayer(l.name), index: l.index, relativeEpsilon: String(p.relativeEpsilon), accuracy: p.accuracy})),
     );
-    charts.push(layerChart(`layers-${short(r)}`, `Per-layer vulnerability — ${r.label}`, rows, lp.cleanAccuracy));
+    const from = r.layerProfile.source === 'eval.json' ? '' : ` (${r.layerProfile.source})`;
+    charts.push(layerChart(`layers-${short(r)}`, `Per-layer vulnerability — ${r.label}${from}`, rows, lp.cleanAccuracy));
   }
   return charts;
 }
