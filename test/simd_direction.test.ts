@@ -2,7 +2,7 @@
 // bit: the search direction (linearisedDirection's equal-curvature L∞ + box branch, with and
 // without the evaluation's excesses) and the L∞ + box penalty's elementwise part (value, gradient,
 // excesses) and the solver step x + a·p (sign rows included), on saturated pixels, zero gradients, points inside and outside the ball and box; the
-// penalty terms of a whole split evaluation (J = c + Σ ρ, full gradients, excesses) in one kernel against the ops
+// penalty terms of a whole split evaluation (J = c + Σ ρ, full gradients, excesses, search directions) in one kernel against the ops
 // of the split evaluation and the whole taped objective; the fallback for sizes that are not multiples of 4; no tensor kept. (The row reductions' SIMD path is
 // checked in row_kernels.test.ts.)
 import {tf} from './setup.js';
@@ -157,7 +157,7 @@ test('SIMD step rows (x + a·p, sign rows with the wasm Sign dead zone) equal th
   assert.equal(tf.memory().numTensors, before, 'tensors kept');
 });
 
-test('SIMD penalty terms of a split evaluation (J, full gradients, excesses) equal the tfjs ops bit for bit (wasm)', async () => {
+test('SIMD penalty terms of a split evaluation (J, full gradients, excesses, directions) equal the tfjs ops bit for bit (wasm)', async () => {
   await tf.setBackend('wasm');
   const before = tf.memory().numTensors;
   const B = 6;
@@ -168,12 +168,17 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses) equ
   const ds = shapes.map((sh, i) => tf.tensor(data(sh.reduce((a, b) => a * b, 1), 20 + i, -0.4, 0.4).map((v, k) => (k % 11 === 5 ? -0 : v)), sh));
   const bases: (tf.Tensor | undefined)[] = [tf.tensor(data(B * 28, 30, -0.1, 1.1, 0.3).map((v) => Math.min(1, Math.max(0, v))), [B, 28]), undefined, tf.tensor(data(B * 8, 31, -1, 1), [B, 2, 4]), undefined];
   const c = tf.tensor1d(rand(B, 32, 0, 5));
+  // the search directions at d: fused for the quadratic layers and the equal-curvature L∞ + box layer, not for
+  // the L∞ + box layer with λ_box ≠ λ (linearisedDirection's tfjs ops)
+  const dirs = penalties.map((p, i) => linearisedDirection(p, bases[i]));
+  assert.deepEqual(dirs.map((d) => d.fusable != null), [true, true, false, true]);
   for (const nullAt of [-1, 1, 2]) {
     // a null taped gradient: the loss does not depend on that layer (the gradient is the penalty's alone)
-    const taped = shapes.map((sh, i) => (i === nullAt ? null : tf.tensor(data(sh.reduce((a, b) => a * b, 1), 40 + i, -3, 3, 0.1), sh)));
+    const taped = shapes.map((sh, i) => (i === nullAt ? null : tf.tensor(data(sh.reduce((a, b) => a * b, 1), 40 + i, -40, 40, 0.1), sh)));
     tf.tidy(() => {
-      const got = penaltyTermsFused(c, penalties, ds, bases, taped);
+      const got = penaltyTermsFused(c, penalties, ds, bases, taped, dirs);
       assert.ok(got, 'the fused kernel applies');
+      assert.deepEqual(got.directions.map((d) => d != null), [true, true, false, true], 'fused directions');
       let j: tf.Tensor = c;
       const want = penalties.map((p, i) => {
         const r = penaltyValueAndGradient(p, ds[i], bases[i]);
@@ -193,6 +198,15 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses) equ
         if (w.excess) {
           eq((got.excess[i] as PenaltyExcess).ball, w.excess.ball, `ball excess ${i}`);
           eq((got.excess[i] as PenaltyExcess).box as tf.Tensor, w.excess.box as tf.Tensor, `box excess ${i}`);
+        }
+        if (got.directions[i]) {
+          // the tfjs ops of linearisedDirection (no SIMD kernel) on the full gradient at d
+          setHostKernelsEnabled(false);
+          try {
+            eq(got.directions[i] as tf.Tensor, dirs[i].direction(w.grad, ds[i]), `direction ${i}`);
+          } finally {
+            setHostKernelsEnabled(true);
+          }
         }
       });
     });
@@ -214,6 +228,7 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses) equ
       setHostKernelsEnabled(true);
     }
   });
+  dirs.forEach((d) => d.dispose());
   tf.dispose([...ds, ...bases.filter((t): t is tf.Tensor => t != null), c]);
   assert.equal(tf.memory().numTensors, before, 'tensors kept');
 

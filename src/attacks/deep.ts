@@ -480,18 +480,20 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
     }
     // the L∞ excesses of the last evaluation, reused by the direction at the same point
     const excess = new Map<tf.Tensor, PenaltyExcess>();
-    const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases, excess);
     // per layer: T(dℓ) − dℓ with T the maximiser of the linearised loss plus the exact penalty
     // (`linearisedMaximiser`); the loss gradient is the gradient of eq. 9 minus the penalty's own
     // partial derivative (the box term of hidden layers, whose layer input moves with the earlier
     // disturbances, stays with the loss). Constants of the fixed layer inputs are computed once.
     const directions = o.solver === 'preconditioned' ? penalties.map((p, i) => linearisedDirection(p, bases[i])) : [];
+    // directions the fused evaluation (wasm) computed at the point it evaluated, keyed by its gradient
+    const computed = new Map<tf.Tensor, tf.Tensor>();
+    const f = disturbanceObjective(model, layers, x, y, loss, penalties, bases, excess, directions.length > 0 ? {directions, out: computed} : undefined);
     try {
       result =
         o.solver === 'preconditioned'
           ? preconditionedAscent(f, d0, {
               ...common,
-              direction: (ds, grads) => ds.map((d, i) => directions[i].direction(grads[i], d, excess.get(d))),
+              direction: (ds, grads) => ds.map((d, i) => computed.get(grads[i]) ?? directions[i].direction(grads[i], d, excess.get(d))),
               conjugate: o.conjugate,
               // from a random start the saturated step extrapolates T(d0) from the origin, α·T(d0),
               // with α from the loss at d0 (d0 + α(T − d0) would amplify the random d0)
@@ -524,6 +526,7 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
       startPenalty?.dispose();
       directions.forEach((dir) => dir.dispose());
       excess.clear();
+      computed.clear();
     }
     functionEvaluations += result.functionEvaluations;
     disturbances = result.xs;

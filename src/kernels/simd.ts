@@ -151,8 +151,8 @@ function directionModule(): Uint8Array {
         [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])],
         [0x60, ...vec([[I32], [I32]]), ...vec([[I32]])],
         [0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])],
-        [0x60, ...vec([...Array<number[]>(7).fill([I32]), [F32], [F32]]), ...vec([])],
-        [0x60, ...vec([...Array<number[]>(10).fill([I32]), ...Array<number[]>(7).fill([F32])]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(9).fill([I32]), ...Array<number[]>(3).fill([F32])]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(16).fill([I32]), ...Array<number[]>(8).fill([F32])]), ...vec([])],
       ]),
     ),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, 0x00]])),
@@ -292,18 +292,20 @@ const laneSum = (s: number, v: number): number[] => [
 ];
 
 /**
- * `pq(d, gt, gOut, j, B, rowBytes, hasGt, −λ, −2λ)`: a quadratic penalty's terms of one evaluation,
+ * `pq(d, gt, gOut, j, B, rowBytes, hasGt, hasDir, dOut, −λ, −2λ, 2λ)`: a quadratic penalty's terms of one evaluation,
  * per row r: s = Σ d² (float32, in the order of the `Sum` kernel), j[r] ← j[r] + (−λ)·s, and per
  * entry gOut = gt + (−2λ)·d (gOut = (−2λ)·d when `hasGt` is 0) — the tfjs ops of
  * `penaltyValueAndGradient` (quadratic) and of the solvers' `evaluate` (taped + closed-form
- * gradient), in their order.
+ * gradient), in their order; with `hasDir`, also the search direction dOut = gOut / (2λ) (the
+ * `RealDiv` of `linearisedDirection` for a quadratic penalty).
  */
 function quadraticTermsBody(): number[] {
-  const P = {d: 0, gt: 1, gOut: 2, j: 3, B: 4, rowBytes: 5, hasGt: 6, negLam: 7, neg2Lam: 8};
-  const L = {r: 9, p: 10, end: 11, addr: 12, s: 13, v: 14, sq: 15, n2: 16, g: 17};
+  const P = {d: 0, gt: 1, gOut: 2, j: 3, B: 4, rowBytes: 5, hasGt: 6, hasDir: 7, dOut: 8, negLam: 9, neg2Lam: 10, twoLam: 11};
+  const L = {r: 12, p: 13, end: 14, addr: 15, s: 16, v: 17, sq: 18, n2: 19, g: 20, l2: 21};
   const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
   const body = [
     ...get(P.neg2Lam), ...op.splat, ...set(L.n2),
+    ...get(P.twoLam), ...op.splat, ...set(L.l2),
     0x02, 0x40, // block rows
     0x03, 0x40, // loop rows
     ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
@@ -316,9 +318,9 @@ function quadraticTermsBody(): number[] {
     ...get(L.v), ...get(L.v), ...op.mul, ...set(L.sq),
     ...laneSum(L.s, L.sq),
     ...get(L.n2), ...get(L.v), ...op.mul, ...set(L.g),
-    ...at(P.gOut),
-    ...get(P.hasGt), 0x04, V128, ...at(P.gt), ...op.load, ...get(L.g), ...op.add, 0x05, ...get(L.g), 0x0b,
-    ...op.store,
+    ...get(P.hasGt), 0x04, 0x40, ...at(P.gt), ...op.load, ...get(L.g), ...op.add, ...set(L.g), 0x0b,
+    ...at(P.gOut), ...get(L.g), ...op.store,
+    ...get(P.hasDir), 0x04, 0x40, ...at(P.dOut), ...get(L.g), ...get(L.l2), ...op.div, ...op.store, 0x0b,
     ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
     0x0c, 0x00,
     0x0b, // end loop cols
@@ -331,7 +333,7 @@ function quadraticTermsBody(): number[] {
     0x0b, // end block rows
     0x0b,
   ];
-  return [...vec([[...uleb(4), I32], [...uleb(1), F32], [...uleb(4), V128]]), ...body];
+  return [...vec([[...uleb(4), I32], [...uleb(1), F32], [...uleb(5), V128]]), ...body];
 }
 
 /**
@@ -343,8 +345,9 @@ function quadraticTermsBody(): number[] {
  * tfjs ops of `penaltyValueAndGradient` (L∞ + box) and of `evaluate`, in their order.
  */
 function linfBoxTermsBody(): number[] {
-  const P = {d: 0, base: 1, gt: 2, ball: 3, box: 4, gOut: 5, j: 6, B: 7, rowBytes: 8, hasGt: 9, eps: 10, lo: 11, hi: 12, m2l: 13, lb2: 14, negLam: 15, boxLam: 16};
-  const L = {r: 17, p: 18, end: 19, addr: 20, sb: 21, sx: 22, x: 23, a: 24, n: 25, c: 26, t: 27, eps: 28, neps: 29, lo: 30, hi: 31, m2l: 32, lb2: 33};
+  const P = {d: 0, base: 1, gt: 2, ball: 3, box: 4, gOut: 5, j: 6, B: 7, rowBytes: 8, hasGt: 9, hasDir: 10, k1u: 11, k1d: 12, k2u: 13, k2d: 14, dOut: 15, eps: 16, lo: 17, hi: 18, m2l: 19, lb2: 20, negLam: 21, boxLam: 22, lamDir: 23};
+  const L = {r: 24, p: 25, end: 26, addr: 27, sb: 28, sx: 29, x: 30, a: 31, n: 32, c: 33, t: 34, eps: 35, neps: 36, lo: 37, hi: 38, m2l: 39, lb2: 40, gc: 41, up: 42, down: 43, k1: 44, k2: 45, v1: 46, v: 47, lamD: 48, one: 49, zero: 50, half: 51};
+  const step = (x: number[]): number[] => [...get(L.one), ...get(L.zero), ...x, ...get(L.zero), ...op.gt, ...op.bitselect];
   const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
   const splatParam = (p: number, l: number): number[] => [...get(p), ...op.splat, ...set(l)];
   const body = [
@@ -354,6 +357,10 @@ function linfBoxTermsBody(): number[] {
     ...splatParam(P.hi, L.hi),
     ...splatParam(P.m2l, L.m2l),
     ...splatParam(P.lb2, L.lb2),
+    ...splatParam(P.lamDir, L.lamD),
+    ...op.f32const(1), ...op.splat, ...set(L.one),
+    ...op.f32const(0), ...op.splat, ...set(L.zero),
+    ...op.f32const(0.5), ...op.splat, ...set(L.half),
     0x02, 0x40, // block rows
     0x03, 0x40, // loop rows
     ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
@@ -377,9 +384,22 @@ function linfBoxTermsBody(): number[] {
     ...laneSum(L.sx, L.t),
     // grad = (−2λ)·ball + (2λ_box)·box, plus the taped gradient
     ...get(L.m2l), ...get(L.a), ...op.mul, ...get(L.lb2), ...get(L.c), ...op.mul, ...op.add, ...set(L.t),
-    ...at(P.gOut),
-    ...get(P.hasGt), 0x04, V128, ...at(P.gt), ...op.load, ...get(L.t), ...op.add, 0x05, ...get(L.t), 0x0b,
+    ...get(P.hasGt), 0x04, 0x40, ...at(P.gt), ...op.load, ...get(L.t), ...op.add, ...set(L.t), 0x0b,
+    ...at(P.gOut), ...get(L.t), ...op.store,
+    // the search direction at this point (the `dir` kernel's operations, with g = t, A = ball, C = box)
+    ...get(P.hasDir), 0x04, 0x40,
+    ...get(L.t), ...get(L.lamD), ...get(L.a), ...get(L.c), ...op.sub, ...op.mul, ...op.add, ...set(L.gc),
+    ...step(get(L.gc)), ...set(L.up),
+    ...step([...get(L.gc), ...op.neg]), ...set(L.down),
+    ...get(L.up), ...at(P.k1u), ...op.load, ...op.mul, ...get(L.down), ...at(P.k1d), ...op.load, ...op.mul, ...op.add, ...set(L.k1),
+    ...get(L.up), ...at(P.k2u), ...op.load, ...op.mul, ...get(L.down), ...at(P.k2d), ...op.load, ...op.mul, ...op.add, ...set(L.k2),
+    ...get(L.k1), ...get(L.gc), ...op.abs, ...get(L.lamD), ...op.div, ...op.add, ...set(L.v1),
+    ...get(L.v1), ...get(L.half), ...get(L.v1), ...get(L.k2), ...op.sub, ...get(L.zero), ...op.max, ...op.mul, ...op.sub, ...set(L.v),
+    ...at(P.dOut),
+    ...get(L.up), ...get(L.down), ...op.sub, ...get(L.v), ...op.mul,
+    ...get(L.up), ...get(L.down), ...op.add, ...get(L.x), ...op.mul, ...op.sub,
     ...op.store,
+    0x0b,
     ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
     0x0c, 0x00,
     0x0b, // end loop cols
@@ -394,7 +414,7 @@ function linfBoxTermsBody(): number[] {
     0x0b, // end block rows
     0x0b,
   ];
-  return [...vec([[...uleb(4), I32], [...uleb(2), F32], [...uleb(11), V128]]), ...body];
+  return [...vec([[...uleb(4), I32], [...uleb(2), F32], [...uleb(11 + 11), V128]]), ...body];
 }
 
 function penaltyBody(): number[] {
@@ -618,26 +638,43 @@ export function stepRowsKernel(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, c: nu
   return tf.engine().runKernel(STEP_ROWS, inputs as unknown as tf.NamedTensorMap, {c}) as tf.Tensor;
 }
 
-/** One layer's penalty in {@link penaltyTermsKernel}. */
+/**
+ * One layer's penalty in {@link penaltyTermsKernel}; with `direction`, the kernel also computes the
+ * layer's search direction at d from the full gradient: g/(2λ) for a quadratic penalty
+ * (`twoLambda` = 2λ), the L∞ + box direction of the `dir` kernel (`twoLambda` = 2λ, `k` its
+ * constants) for an L∞ ball with a box.
+ */
 export type PenaltyTermsLayer =
-  | {kind: 'quadratic'; d: tf.Tensor; taped: tf.Tensor | null; lambda: number}
-  | {kind: 'linfBox'; d: tf.Tensor; base: tf.Tensor; taped: tf.Tensor | null; epsilon: number; lo: number; hi: number; lambda: number; boxLambda: number};
+  | {kind: 'quadratic'; d: tf.Tensor; taped: tf.Tensor | null; lambda: number; direction?: {twoLambda: number}}
+  | {
+      kind: 'linfBox';
+      d: tf.Tensor;
+      base: tf.Tensor;
+      taped: tf.Tensor | null;
+      epsilon: number;
+      lo: number;
+      hi: number;
+      lambda: number;
+      boxLambda: number;
+      direction?: {twoLambda: number; k: {k1Up: tf.Tensor; k1Down: tf.Tensor; k2Up: tf.Tensor; k2Down: tf.Tensor}};
+    };
 
 /** Numbers per layer in the kernel's `params` attribute. */
-const TERMS_PARAMS = 5;
+const TERMS_PARAMS = 6;
 
 function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap}): tf.TensorInfo[] {
   const b = backend as WasmBackendLike;
   const fns = simdFor(b);
   if (fns == null) throw new Error(`${PENALTY_TERMS}: the SIMD module is not available on this backend`);
   const t = inputs as Record<string, tf.TensorInfo | undefined>;
-  const a = attrs as unknown as {kinds: number[]; taped: number[]; params: number[]};
+  const a = attrs as unknown as {kinds: number[]; taped: number[]; dir: number[]; params: number[]};
   const c = t.c as tf.TensorInfo;
   const B = c.shape[0] ?? 1;
   // every output first (allocating may grow the heap)
   const J = b.makeOutput([B], 'float32');
   const grads = a.kinds.map((_, i) => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32'));
   const excess = a.kinds.map((k, i) => (k === 1 ? [0, 1].map(() => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32')) : []));
+  const dirs = a.kinds.map((_, i) => (a.dir[i] === 1 ? b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32') : undefined));
   (b.typedArrayFromHeap(J) as Float32Array).set(b.typedArrayFromHeap(c) as Float32Array);
   const ptr = (v: tf.TensorInfo | undefined) => (v == null ? 0 : (b.dataIdMap.get(v.dataId) as {memoryOffset: number}).memoryOffset);
   a.kinds.forEach((kind, i) => {
@@ -645,15 +682,17 @@ function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; 
     const rowBytes = (d.shape.slice(1).reduce((x, y) => x * y, 1)) * 4;
     const q = a.params.slice(i * TERMS_PARAMS, (i + 1) * TERMS_PARAMS);
     const gt = a.taped[i] === 1 ? t[`g${i}`] : undefined;
+    const D = dirs[i];
     if (kind === 0) {
-      fns.pq(ptr(d), ptr(gt), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, -q[0], -2 * q[0]);
+      fns.pq(ptr(d), ptr(gt), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ptr(D), -q[0], -2 * q[0], q[5]);
     } else {
       const [ball, box] = excess[i];
-      const [eps, lo, hi, lam, boxLam] = q;
-      fns.pl(ptr(d), ptr(t[`b${i}`]), ptr(gt), ptr(ball), ptr(box), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, eps, lo, hi, -2 * lam, 2 * boxLam, -lam, boxLam);
+      const [eps, lo, hi, lam, boxLam, lamDir] = q;
+      const k = ['k1u', 'k1d', 'k2u', 'k2d'].map((n) => (D ? ptr(t[`${n}${i}`]) : 0));
+      fns.pl(ptr(d), ptr(t[`b${i}`]), ptr(gt), ptr(ball), ptr(box), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ...k, ptr(D), eps, lo, hi, -2 * lam, 2 * boxLam, -lam, boxLam, lamDir);
     }
   });
-  return [J, ...grads, ...excess.flat()];
+  return [J, ...grads, ...excess.flat(), ...dirs.filter((v): v is tf.TensorInfo => v != null)];
 }
 
 /**
@@ -665,9 +704,14 @@ function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; 
  * `penaltyValueAndGradient` (with the `pen` kernel), the `Sum` kernel's row sums and `evaluate`'s
  * additions: bit for bit the ≈ 25 tfjs kernels it replaces. Every d (and base, taped gradient)
  * float32 of one shape per layer, rows of a multiple of 4 entries, c float32 [B]; call only when
- * {@link simdKernelsAvailable}.
+ * {@link simdKernelsAvailable}. With a layer's `direction`, its search direction at d too
+ * (`directions[ℓ]`; bit for bit `linearisedDirection`'s `RealDiv` or `dir` kernel on the full gradient
+ * and the excesses).
  */
-export function penaltyTermsKernel(c: tf.Tensor1D, layers: PenaltyTermsLayer[]): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: ({ball: tf.Tensor; box: tf.Tensor} | undefined)[]} {
+export function penaltyTermsKernel(
+  c: tf.Tensor1D,
+  layers: PenaltyTermsLayer[],
+): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: ({ball: tf.Tensor; box: tf.Tensor} | undefined)[]; directions: (tf.Tensor | undefined)[]} {
   const inputs: Record<string, tf.Tensor> = {c};
   const params: number[] = [];
   layers.forEach((l, i) => {
@@ -675,15 +719,20 @@ export function penaltyTermsKernel(c: tf.Tensor1D, layers: PenaltyTermsLayer[]):
     if (l.taped) inputs[`g${i}`] = l.taped;
     if (l.kind === 'linfBox') {
       inputs[`b${i}`] = l.base;
-      params.push(l.epsilon, l.lo, l.hi, l.lambda, l.boxLambda);
+      if (l.direction) {
+        const k = l.direction.k;
+        Object.assign(inputs, {[`k1u${i}`]: k.k1Up, [`k1d${i}`]: k.k1Down, [`k2u${i}`]: k.k2Up, [`k2d${i}`]: k.k2Down});
+      }
+      params.push(l.epsilon, l.lo, l.hi, l.lambda, l.boxLambda, l.direction?.twoLambda ?? 0);
     } else {
-      params.push(l.lambda, 0, 0, 0, 0);
+      params.push(l.lambda, 0, 0, 0, 0, l.direction?.twoLambda ?? 0);
     }
   });
-  const attrs = {kinds: layers.map((l) => (l.kind === 'quadratic' ? 0 : 1)), taped: layers.map((l) => (l.taped ? 1 : 0)), params};
+  const attrs = {kinds: layers.map((l) => (l.kind === 'quadratic' ? 0 : 1)), taped: layers.map((l) => (l.taped ? 1 : 0)), dir: layers.map((l) => (l.direction ? 1 : 0)), params};
   const out = tf.engine().runKernel(PENALTY_TERMS, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
   const L = layers.length;
   let k = 1 + L;
   const excess = layers.map((l) => (l.kind === 'linfBox' ? {ball: out[k++], box: out[k++]} : undefined));
-  return {value: out[0] as tf.Tensor1D, grads: out.slice(1, 1 + L), excess};
+  const directions = layers.map((l) => (l.direction ? out[k++] : undefined));
+  return {value: out[0] as tf.Tensor1D, grads: out.slice(1, 1 + L), excess, directions};
 }

@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {Disturbance} from '../layers/disturbance.js';
-import {hasAnalyticGradient, PenaltyConfig, PenaltyExcess, penaltyTermsFused, penaltyValue, penaltyValueAnalyticGrad, penaltyValueAndGradient} from './penalties.js';
+import {hasAnalyticGradient, type LinearisedDirection, PenaltyConfig, PenaltyExcess, penaltyTermsFused, penaltyValue, penaltyValueAnalyticGrad, penaltyValueAndGradient} from './penalties.js';
 import type {BatchObjective} from '../solvers/types.js';
 
 /** Per-example loss c(y_b, ŷ_b): `[B, ...] × [B, ...] → [B]` (lists of tensors for a model with several outputs). */
@@ -221,6 +221,7 @@ export function disturbanceObjective(
   penalties: PenaltyConfig[] = layers.map((l) => l.penalty),
   bases?: (tf.Tensor | undefined)[],
   excessOut?: Map<tf.Tensor, PenaltyExcess>,
+  directionsOut?: {directions: LinearisedDirection[]; out: Map<tf.Tensor, tf.Tensor>},
 ): BatchObjective {
   // the layer inputs are recorded only when a box penalty's input is not given in `bases`
   // (recording clones every layer's input and output at every evaluation)
@@ -274,10 +275,13 @@ export function disturbanceObjective(
       },
       // on wasm: the same values in one SIMD kernel (src/kernels/simd.ts) when every penalty allows
       fused: (ds, c, taped) => {
-        const r = penaltyTermsFused(c, penalties, ds, bases ?? [], taped);
+        const r = penaltyTermsFused(c, penalties, ds, bases ?? [], taped, directionsOut?.directions);
         if (r == null) return null;
         excessOut?.clear();
         r.excess.forEach((e, i) => e && excessOut?.set(ds[i], e));
+        // the search directions at ds, keyed by the gradient they were computed from
+        directionsOut?.out.clear();
+        r.directions.forEach((D, i) => D && directionsOut?.out.set(r.grads[i], D));
         return {value: r.value, grads: r.grads};
       },
     };

@@ -296,7 +296,8 @@ export function penaltyTermsFused(
   ds: tf.Tensor[],
   bases: (tf.Tensor | undefined)[],
   taped: (tf.Tensor | null)[],
-): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: (PenaltyExcess | undefined)[]} | null {
+  directions: (LinearisedDirection | undefined)[] = [],
+): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: (PenaltyExcess | undefined)[]; directions: (tf.Tensor | undefined)[]} | null {
   const B = c.shape[0];
   if (c.dtype !== 'float32' || c.rank !== 1 || ds.length !== penalties.length || ds.length === 0) return null;
   const layers: PenaltyTermsLayer[] = [];
@@ -307,8 +308,9 @@ export function penaltyTermsFused(
     const m = d.rank >= 2 ? d.size / B : 0;
     if (d.dtype !== 'float32' || d.rank < 2 || d.shape[0] !== B || m === 0 || m % 4 !== 0) return null;
     if (g != null && (g.dtype !== 'float32' || !tf.util.arraysEqual(g.shape, d.shape))) return null;
+    const fusable = directions[i]?.fusable;
     if (p.kind === 'quadratic' && !p.box) {
-      layers.push({kind: 'quadratic', d, taped: g, lambda: p.lambda});
+      layers.push({kind: 'quadratic', d, taped: g, lambda: p.lambda, direction: fusable?.k ? undefined : fusable});
       continue;
     }
     const base = bases[i];
@@ -323,6 +325,7 @@ export function penaltyTermsFused(
       hi: p.box[1],
       lambda: p.lambda ?? DEFAULT_CONSTRAINT_LAMBDA,
       boxLambda: p.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA,
+      direction: fusable?.k ? {twoLambda: fusable.twoLambda, k: fusable.k} : undefined,
     });
   }
   if (!simdKernelsAvailable()) return null;
@@ -518,6 +521,12 @@ export interface LinearisedDirection {
   direction(g: tf.Tensor, d: tf.Tensor, excess?: PenaltyExcess): tf.Tensor;
   /** Frees the precomputed constants. */
   dispose(): void;
+  /**
+   * When a fused evaluation (`penaltyTermsFused`) can compute this direction itself, bit for bit:
+   * 2λ of the quadratic direction g/(2λ), or 2λ and the constants `k` of the equal-curvature
+   * L∞ + box direction (alive until `dispose`). Undefined otherwise.
+   */
+  fusable?: {twoLambda: number; k?: {k1Up: tf.Tensor; k1Down: tf.Tensor; k2Up: tf.Tensor; k2Down: tf.Tensor}};
 }
 
 /**
@@ -537,7 +546,7 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
   if (config.kind === 'quadratic' && !config.box) {
     // T − d = (g + 2λd)/(2λ) − d = g/(2λ), the preconditioned gradient
     const lam2 = 2 * config.lambda;
-    return {...none, direction: (g) => tf.div(g, lam2)};
+    return {...none, direction: (g) => tf.div(g, lam2), fusable: {twoLambda: lam2}};
   }
   const box = base ? config.box : undefined;
   const lb = config.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA;
@@ -601,6 +610,7 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
         return tf.sub(tf.mul(tf.sub(up, down), v), tf.mul(tf.add(up, down), d));
       },
       dispose: () => tf.dispose(k),
+      fusable: {twoLambda: 2 * lam, k: {k1Up, k1Down, k2Up, k2Down}},
     };
   }
   return {
