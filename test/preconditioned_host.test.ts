@@ -46,6 +46,7 @@ const X0 = [
   [2.5, 2.9, 2.8],
   [0.1, 0.1, 0.1],
   [-1, 3, 1],
+  [3.2, 0, 0], // NaN at the start (frozen there; its gradient rows are zeroed at the start)
 ];
 const Y0 = X0.map((r, b) => [[r[0] * 0.1, b * 0.2], [-0.3, 0.5 * b]]);
 
@@ -65,7 +66,7 @@ function run(options: PreconditionedAscentOptions, host: boolean): {r: SolverRes
 const variants: [string, PreconditionedAscentOptions][] = [
   ['anneal with scale, sign and a saturated first step', {anneal: {scale: [1.5, 1], sign: [true, false]}, initialStep: (J) => tf.clipByValue(tf.add(tf.abs(J), 1), 1, 4) as tf.Tensor1D, maxStep: 2, maxGradientEvaluations: 25}],
   ['anneal after 2 rejections from a fixed start step, sign on both tensors', {anneal: {after: 2, start: 0.5, floor: 0.1, sign: [true, true]}, maxGradientEvaluations: 15, growFactor: 3, shrinkFactor: 0.5}],
-  ['monotone with a loose tolerance (examples converge)', {maxGradientEvaluations: 12, tolerance: 0.05, gradientTolerance: 0.05, initialStep: [1, 2, 0.5, 1, 8, 1]}],
+  ['monotone with a loose tolerance (examples converge)', {maxGradientEvaluations: 12, tolerance: 0.05, gradientTolerance: 0.05, initialStep: [1, 2, 0.5, 1, 8, 1, 2]}],
   ['anneal bounded by maxIterations only', {anneal: true, maxIterations: 9}],
   ['monotone, frozen after 2 rejections', {maxGradientEvaluations: 20, maxConsecutiveRejections: 2, initialStep: 5, maxStep: 5}],
   ['first step from the origin, anneal only while 4 iterations remain', {initialStepFrom: 'origin', initialStep: [3, 1, 0.5, 2, 8, 1], anneal: {after: 1, minRemaining: 4}, maxGradientEvaluations: 14}],

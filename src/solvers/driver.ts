@@ -126,6 +126,15 @@ export interface SolverSpec<S extends BaseState> {
   startValues?(s: S, B: number): tf.Tensor;
   /** Optional: called once after the start read-back with J_b at x0 and the values of `startValues`. */
   onStart?(J: Float32Array, values: Float32Array | undefined, active: Uint8Array): void;
+  /**
+   * Optional, for a solver whose `startValues` are [v(J), ‖g_b‖²] with v depending on J at x0 alone:
+   * v(J) as one float tensor (inside the start tidy). With it (and the row kernels of wasm/cpu), the
+   * driver starts with ONE fused row kernel for the finiteness flags and ‖g_b‖² of the start (the
+   * iterations' `evaluateHost` kernel) instead of the per-example tensor ops and row selects, zeroes
+   * the gradient rows of non-finite examples only when there are any, and hands `onStart` the same
+   * values: the same start state. (The gradient test runs on the host in float32 arithmetic.)
+   */
+  hostStartValues?(J: tf.Tensor1D, B: number): tf.Tensor;
 }
 
 /** Resolved stopping tolerances. */
@@ -191,7 +200,8 @@ export function runSolver<S extends BaseState>(
   let gradientEvaluations = 0;
   let state: S | null = null;
   try {
-    const init = tidyState(() => {
+    const fastStart = hostStart(f, x0, B, t, spec);
+    const init = fastStart ? {s: fastStart.s, packed: undefined} : tidyState(() => {
       const x = x0.map(toFloatCopy);
       const e = evaluate(f, x, B);
       gradientEvaluations++;
@@ -204,8 +214,14 @@ export function runSolver<S extends BaseState>(
       return {s, packed};
     });
     state = init.s;
-    const v0 = (init.packed as tf.Tensor).dataSync() as Float32Array;
-    (init.packed as tf.Tensor).dispose();
+    let v0: Float32Array;
+    if (fastStart) {
+      v0 = fastStart.v0;
+      gradientEvaluations++;
+    } else {
+      v0 = (init.packed as tf.Tensor).dataSync() as Float32Array;
+      (init.packed as tf.Tensor).dispose();
+    }
 
     const active = new Uint8Array(B);
     const sinceRestart = new Int32Array(B);
@@ -328,6 +344,50 @@ export function runSolver<S extends BaseState>(
   } finally {
     if (state != null) disposeAll(state);
   }
+}
+
+/**
+ * The start of {@link runSolver} for a spec with `hostStartValues`, when the fused row kernels run:
+ * one evaluation at a float32 copy of x0, ONE read-back of [J, finiteness flags, ‖g_b‖², v(J)]
+ * (flags and squared norms by the `rowStats` kernel, as in `evaluateHost`), the gradient test on
+ * the host (float32 arithmetic: the values of `gradientTest`), and the spec's `init` with the
+ * gradient rows of non-finite examples zeroed (only when there are any). Returns the start state
+ * and the host values laid out as the generic start's read-back ([J, flags, converged, values]),
+ * or null when it does not apply (the generic start runs). Leaves no tensor but the state.
+ */
+function hostStart<S extends BaseState>(f: BatchObjective, x0: tf.Tensor[], B: number, t: Tolerances, spec: SolverSpec<S>): {s: S; v0: Float32Array} | null {
+  const startValues = spec.hostStartValues?.bind(spec);
+  if (startValues == null || !rowKernelsAvailable()) return null;
+  let v0: Float32Array | null = null;
+  // one tidy for the evaluation, the read-back and `init` (whose direction may be one the evaluation made)
+  const s = tf.tidy((() => {
+    const x = x0.map(toFloatCopy);
+    const e = evaluate(f, x, B);
+    if (!e.grads.every((g) => g.dtype === 'float32' && g.rank >= 1)) return undefined; // (not seen: the generic start runs)
+    const vs = tf.reshape(tf.cast(startValues(e.value, B), 'float32'), [-1]);
+    const v = tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...x]), vs]).dataSync() as Float32Array;
+    const fr = Math.fround;
+    const fin = new Uint8Array(B);
+    let allFinite = true;
+    const host = new Float32Array(v.length + B);
+    for (let b = 0; b < B; b++) {
+      const J = v[b];
+      fin[b] = v[B + b] === 1 ? 1 : 0;
+      if (fin[b] !== 1) allFinite = false;
+      // gradientTest(gg, J, gtol): √gg ≤ gtol·max(1, |J|) in float32
+      const conv = t.gtol >= 0 && fr(Math.sqrt(v[2 * B + b])) <= fr(fr(t.gtol) * Math.max(1, Math.abs(J)));
+      host[b] = J;
+      host[B + b] = fin[b];
+      host[2 * B + b] = conv ? 1 : 0;
+    }
+    // the spec's values: v(J), then ‖g_b‖²
+    host.set(v.subarray(3 * B), 3 * B);
+    host.set(v.subarray(2 * B, 3 * B), v.length);
+    v0 = host;
+    const g = allFinite ? e.grads : e.grads.map((gi) => whereRows(tf.tensor1d(fin, 'bool'), gi, tf.zerosLike(gi)));
+    return spec.init({x, J: e.value, g, gg: tf.tensor1d(v.slice(2 * B, 3 * B))}, B) as unknown as tf.TensorContainer;
+  }) as () => tf.TensorContainer) as unknown as S | undefined;
+  return s == null || v0 == null ? null : {s, v0};
 }
 
 /** `tf.tidy` for a solver state plus one packed read-back tensor or host values (the state type is not a TensorContainer for TypeScript). */

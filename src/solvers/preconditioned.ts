@@ -343,6 +343,7 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
     const s0 = new Float32Array(B);
     const a0 = new Float32Array(B);
     const gradOk = (ggb: number, J: number) => t.gtol >= 0 && fr(Math.sqrt(ggb)) <= fr(gtolF * Math.max(1, Math.abs(J)));
+    const startStep = (J: tf.Tensor1D) => tf.cast(typeof init === 'function' ? init(J) : Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init), 'float32');
     return {
       maxIterations: options.maxIterations ?? 40,
       restartEvery: Infinity,
@@ -354,10 +355,8 @@ export function preconditionedAscent(f: BatchObjective, x0: tf.Tensor[], options
         // xc is the same tensors as x until the first annealed move
         return {...s, g: [], D, xc: s.x};
       },
-      startValues: (s: HState) => {
-        const a = typeof init === 'function' ? init(s.J) : Array.isArray(init) ? tf.tensor1d(init) : tf.fill([B], init);
-        return tf.concat([tf.cast(a, 'float32'), s.gg]);
-      },
+      startValues: (s: HState) => tf.concat([startStep(s.J), s.gg]),
+      hostStartValues: (J: tf.Tensor1D) => startStep(J),
       onStart: (J: Float32Array, v: Float32Array | undefined) => {
         Jbest.set(J);
         Jc.set(J);
