@@ -69,7 +69,7 @@ const variants: [string, PreconditionedAscentOptions][] = [
   ['monotone with a loose tolerance (examples converge)', {maxGradientEvaluations: 12, tolerance: 0.05, gradientTolerance: 0.05, initialStep: [1, 2, 0.5, 1, 8, 1, 2]}],
   ['anneal bounded by maxIterations only', {anneal: true, maxIterations: 9}],
   ['monotone, frozen after 2 rejections', {maxGradientEvaluations: 20, maxConsecutiveRejections: 2, initialStep: 5, maxStep: 5}],
-  ['first step from the origin, anneal only while 4 iterations remain', {initialStepFrom: 'origin', initialStep: [3, 1, 0.5, 2, 8, 1], anneal: {after: 1, minRemaining: 4}, maxGradientEvaluations: 14}],
+  ['first step from the origin, anneal only while 4 iterations remain', {initialStepFrom: 'origin', initialStep: [3, 1, 0.5, 2, 8, 1, 2], anneal: {after: 1, minRemaining: 4}, maxGradientEvaluations: 14}],
 ];
 
 for (const backend of ['cpu', 'wasm']) {

@@ -25,7 +25,7 @@ import {hostKernelsEnabled} from './rows.js';
 export const LINF_BOX_DIRECTION = 'TfjsDeepAdversarialLinfBoxDirection';
 export const LINF_BOX_PENALTY = 'TfjsDeepAdversarialLinfBoxPenalty';
 export const STEP_ROWS = 'TfjsDeepAdversarialStepRows';
-export const PENALTY_TERMS = 'TfjsDeepAdversarialPenaltyTerms';
+export const PENALTY_TERMS = 'TfjsDeepAdversarialPenaltyTermsDir'; // (with directions; the first version had no `dir` attribute)
 
 // --- a minimal WebAssembly binary encoder (only what the kernel below needs) ---
 const uleb = (n: number): number[] => {
