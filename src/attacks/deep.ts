@@ -44,6 +44,7 @@ import {gradientAscent} from '../solvers/gradient_ascent.js';
 import {preconditionedAscent} from '../solvers/preconditioned.js';
 import type {IterationInfo, SolverResult} from '../solvers/types.js';
 import {checkKnownKeys, describeValue} from '../util/options.js';
+import {randomUniform} from '../util/random.js';
 
 /** Where the deep attack maximises: over the disturbances (eq. 9) or over the neurons (eq. 11). */
 export type DeepAttackSpace = 'disturbance' | 'neuron';
@@ -423,7 +424,8 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
       if (init === 'zero') return tf.zeros(shape);
       const units = shape.slice(1).reduce((a, b) => a * b, 1);
       const s = o.initScale ?? defaultInitScale(penalties[i], units);
-      return tf.randomUniform(shape, -s, s, 'float32', o.seed === undefined ? undefined : o.seed + i);
+      // tf.randomUniform's values, bit for bit, without its per-value overhead when seeded (src/util/random.ts)
+      return randomUniform(shape, -s, s, o.seed === undefined ? undefined : o.seed + i);
     }),
   );
   if (init === 'gradient' && !(budget < 2)) {
