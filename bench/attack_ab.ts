@@ -1,0 +1,74 @@
+/**
+ * Whole attacks side by side, call by call (not a test): the deep attack of the working tree, the
+ * same deep attack by the package's source at a git ref, and PGD-10 (the bench:train PGD, ε = 0.1,
+ * clip [0, 1]), on one batch of 128 MNIST digits, on the wasm MLP 784-256-256-10 of bench:train after 40
+ * steps of deep adversarial training (so that the attack anneals, rejects and saturates as in
+ * training), 10 gradient evaluations each:
+ *
+ *   npx tsx bench/attack_ab.ts --baseline <git ref> [--pairs 200]
+ *
+ * Each pair runs the three attacks back to back (order alternating), so neighbouring calls see the
+ * same load from other processes; printed: process-CPU ms per attack (median, 25th percentile,
+ * min) and the per-pair ratios new/old, new/PGD, old/PGD (median and interquartile range), the
+ * ratio of the sums and of the 25th percentiles. `src/` of the ref is extracted to
+ * scratch/baseline/<commit>/ (as bench:train --baseline does).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+import {spawnSync} from 'node:child_process';
+import {selectBackend} from '../src/backend.js';
+import {loadMnist} from '../src/data/mnist.js';
+import {instrument} from '../src/model/instrument.js';
+import {deepAttackImpl} from '../src/attacks/deep.js';
+import {pgdAttackWithInfo} from '../src/attacks/pgd.js';
+import {adversarialCallback} from '../src/training/callback.js';
+import {parseArgs} from 'node:util';
+const {values: args} = parseArgs({options: {baseline: {type: 'string'}, pairs: {type: 'string', default: '200'}}});
+if (!args.baseline) throw new Error('--baseline <git ref> is required');
+const ref = String(args.baseline);
+const pairs = Number(args.pairs);
+const root = new URL('..', import.meta.url).pathname;
+const rev = spawnSync('git', ['rev-parse', '--short', ref], {cwd: root, encoding: 'utf8'});
+if (rev.status !== 0) throw new Error(`--baseline: git cannot resolve '${ref}': ${rev.stderr}`);
+const commit = rev.stdout.trim();
+const dir = `${root}scratch/baseline/${commit}`;
+spawnSync('sh', ['-c', `test -d "${dir}/src" || (mkdir -p "${dir}" && git archive ${commit} src | tar -x -C "${dir}")`], {cwd: root});
+const baseDeep = (await import(`${dir}/src/attacks/deep.ts`)).deepAttackImpl as typeof deepAttackImpl;
+const baseInst = (await import(`${dir}/src/model/instrument.ts`)).instrument as typeof instrument;
+await selectBackend({backend: 'wasm', quiet: true});
+const B = 128;
+const data = await loadMnist({split: 'train', limit: B * 8});
+const mlp = () => tfl.sequential({layers: [
+  tfl.layers.dense({inputShape: [784], units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
+  tfl.layers.dense({units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
+  tfl.layers.dense({units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
+]});
+const threat = {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 10}} as const;
+const base = mlp();
+base.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
+const net = instrument(base, threat as never);
+net.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy'});
+const cb = adversarialCallback({method: 'deep', maxGradientEvaluations: 10, maxIterations: 50, seed: 1});
+for (let e = 0; e < 5; e++) await net.fit(data.xs, data.ys, {batchSize: B, epochs: 1, shuffle: false, verbose: 0, callbacks: [cb]});
+const netB = baseInst(base, threat as never);
+netB.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
+const x = tf.slice(data.xs, [B, 0], [B, 784]);
+const y = tf.slice(data.ys, [B, 0], [B, 10]);
+const opts = {maxGradientEvaluations: 10, maxIterations: 50, seed: 7};
+const cases: [string, () => void][] = [
+  ['new', () => { const r = deepAttackImpl(net, x, y, opts, {violation: false}); tf.dispose([r.objective, ...r.disturbances]); }],
+  ['old', () => { const r = baseDeep(netB, x, y, opts, {violation: false}); tf.dispose([r.objective, ...r.disturbances]); }],
+  ['pgd', () => { const r = pgdAttackWithInfo(base, x as tf.Tensor2D, y, {epsilon: 0.1, steps: 10, clip: [0, 1], seed: 1}); tf.dispose([r.adversarial, r.loss]); }],
+];
+for (let i = 0; i < 3; i++) for (const [, f] of cases) f();
+const t: Record<string, number[]> = {new: [], old: [], pgd: []};
+for (let i = 0; i < pairs; i++) {
+  const order = i % 2 ? cases : [...cases].reverse();
+  for (const [n, f] of order) { const c0 = process.cpuUsage(); f(); const c = process.cpuUsage(c0); t[n].push((c.user + c.system) / 1000); }
+}
+const med = (a: number[]) => { const s = [...a].sort((p, q) => p - q); return s[s.length >> 1]; };
+const q = (a: number[], f: number) => { const s = [...a].sort((p, q) => p - q); return s[Math.floor(f * (s.length - 1))]; };
+const ratio = (a: string, b: string) => t[a].map((v, i) => v / t[b][i]);
+for (const n of Object.keys(t)) console.log(n, 'median', med(t[n]).toFixed(2), 'ms, p25', q(t[n], 0.25).toFixed(2), 'min', Math.min(...t[n]).toFixed(2));
+console.log(`\nwasm, batch ${B}, ${pairs} pairs; new = working tree, old = ${commit}; process CPU ms per attack`);
+for (const [a, b] of [['new', 'old'], ['new', 'pgd'], ['old', 'pgd']]) { const r = ratio(a, b); console.log(`${a}/${b}: median ${med(r).toFixed(3)} (IQR ${q(r, 0.25).toFixed(3)}–${q(r, 0.75).toFixed(3)}), ratio of sums ${(t[a].reduce((p, v) => p + v) / t[b].reduce((p, v) => p + v)).toFixed(3)}, ratio of p25 ${(q(t[a], 0.25) / q(t[b], 0.25)).toFixed(3)}`); }
