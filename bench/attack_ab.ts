@@ -15,7 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {spawnSync} from 'node:child_process';
+import {extractBaseline} from './baseline.js';
 import {selectBackend} from '../src/backend.js';
 import {loadMnist} from '../src/data/mnist.js';
 import {instrument} from '../src/model/instrument.js';
@@ -27,12 +27,7 @@ const {values: args} = parseArgs({options: {baseline: {type: 'string'}, pairs: {
 if (!args.baseline) throw new Error('--baseline <git ref> is required');
 const ref = String(args.baseline);
 const pairs = Number(args.pairs);
-const root = new URL('..', import.meta.url).pathname;
-const rev = spawnSync('git', ['rev-parse', '--short', ref], {cwd: root, encoding: 'utf8'});
-if (rev.status !== 0) throw new Error(`--baseline: git cannot resolve '${ref}': ${rev.stderr}`);
-const commit = rev.stdout.trim();
-const dir = `${root}scratch/baseline/${commit}`;
-spawnSync('sh', ['-c', `test -d "${dir}/src" || (mkdir -p "${dir}" && git archive ${commit} src | tar -x -C "${dir}")`], {cwd: root});
+const {dir, commit} = extractBaseline(ref);
 const baseDeep = (await import(`${dir}/src/attacks/deep.ts`)).deepAttackImpl as typeof deepAttackImpl;
 const baseInst = (await import(`${dir}/src/model/instrument.ts`)).instrument as typeof instrument;
 await selectBackend({backend: 'wasm', quiet: true});

@@ -17,7 +17,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import {spawnSync} from 'node:child_process';
+import {extractBaseline} from './baseline.js';
 import {parseArgs} from 'node:util';
 import {selectBackend} from '../src/backend.js';
 import {loadMnist} from '../src/data/mnist.js';
@@ -40,13 +40,7 @@ interface Lib {
 }
 
 async function loadBaseline(ref: string): Promise<{lib: Lib; commit: string}> {
-  const root = new URL('..', import.meta.url).pathname;
-  const rev = spawnSync('git', ['rev-parse', '--short', ref], {cwd: root, encoding: 'utf8'});
-  if (rev.status !== 0) throw new Error(`--baseline: git cannot resolve '${ref}': ${rev.stderr}`);
-  const commit = rev.stdout.trim();
-  const dir = `${root}scratch/baseline/${commit}`;
-  const r = spawnSync('sh', ['-c', `test -d "${dir}/src" || (mkdir -p "${dir}" && git archive ${commit} src | tar -x -C "${dir}")`], {cwd: root, encoding: 'utf8'});
-  if (r.status !== 0) throw new Error(`--baseline: extracting ${commit}: ${r.stderr}`);
+  const {dir, commit} = extractBaseline(ref);
   const [inst, deep] = await Promise.all([import(`${dir}/src/model/instrument.ts`), import(`${dir}/src/attacks/deep.ts`)]);
   return {lib: {instrument: inst.instrument, deepAttack: deep.deepAttack}, commit};
 }

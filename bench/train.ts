@@ -41,6 +41,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {spawnSync} from 'node:child_process';
+import {extractBaseline} from './baseline.js';
 import {performance} from 'node:perf_hooks';
 import {parseArgs} from 'node:util';
 import {selectBackend} from '../src/backend.js';
@@ -187,13 +188,7 @@ function median(a: number[]): number {
 
 /** Extracts `src/` of git `ref` under scratch/baseline/<commit>/ (once) and imports the package's parts from there. */
 async function loadBaseline(ref: string): Promise<{lib: Lib; commit: string}> {
-  const root = new URL('..', import.meta.url).pathname;
-  const rev = spawnSync('git', ['rev-parse', '--short', ref], {cwd: root, encoding: 'utf8'});
-  if (rev.status !== 0) throw new Error(`--baseline: git cannot resolve '${ref}': ${rev.stderr}`);
-  const commit = rev.stdout.trim();
-  const dir = `${root}scratch/baseline/${commit}`;
-  const r = spawnSync('sh', ['-c', `test -d "${dir}/src" || (mkdir -p "${dir}" && git archive ${commit} src | tar -x -C "${dir}")`], {cwd: root, encoding: 'utf8'});
-  if (r.status !== 0) throw new Error(`--baseline: extracting ${commit}: ${r.stderr}`);
+  const {dir, commit} = extractBaseline(ref);
   const [inst, cb, deep] = await Promise.all([
     import(`${dir}/src/model/instrument.ts`),
     import(`${dir}/src/training/callback.ts`),
