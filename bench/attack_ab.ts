@@ -10,7 +10,8 @@
  * Each pair runs the three attacks back to back (order alternating), so neighbouring calls see the
  * same load from other processes; printed: process-CPU ms per attack (median, 25th percentile,
  * min) and the per-pair ratios new/old, new/PGD, old/PGD (median and interquartile range), the
- * ratio of the sums and of the 25th percentiles. `src/` of the ref is extracted to
+ * ratio of the sums and of the 25th percentiles. First, a check that new and old give the same
+ * attack on that batch (max |ΔJ|, max |Δd| per layer, bit-identical or not). `src/` of the ref is extracted to
  * scratch/baseline/<commit>/ (as bench:train --baseline does).
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -55,6 +56,16 @@ const cases: [string, () => void][] = [
   ['old', () => { const r = baseDeep(netB, x, y, opts, {violation: false}); tf.dispose([r.objective, ...r.disturbances]); }],
   ['pgd', () => { const r = pgdAttackWithInfo(base, x as tf.Tensor2D, y, {epsilon: 0.1, steps: 10, clip: [0, 1], seed: 1}); tf.dispose([r.adversarial, r.loss]); }],
 ];
+// same attack: new and old on this batch (the trained net anneals, rejects and saturates), bit for bit
+{
+  const a = deepAttackImpl(net, x, y, opts, {violation: false});
+  const b = baseDeep(netB, x, y, opts, {violation: false});
+  const diff = (p: tf.Tensor, q: tf.Tensor) => { const u = p.dataSync(); const v = q.dataSync(); let m = 0; let bits = true; u.forEach((w, i) => { m = Math.max(m, Math.abs(w - v[i])); bits &&= Object.is(w, v[i]); }); return {m, bits}; };
+  const dj = diff(a.objective, b.objective);
+  const dd = a.disturbances.map((d, i) => diff(d, b.disturbances[i]));
+  console.log(`same attack (new vs old, this batch): max|ΔJ| ${dj.m.toExponential(2)}, max|Δd| per layer ${dd.map((r) => r.m.toExponential(2)).join(', ')}, ${dj.bits && dd.every((r) => r.bits) ? 'bit-identical' : 'NOT bit-identical'}`);
+  tf.dispose([a.objective, ...a.disturbances, b.objective, ...b.disturbances]);
+}
 for (let i = 0; i < 3; i++) for (const [, f] of cases) f();
 const t: Record<string, number[]> = {new: [], old: [], pgd: []};
 for (let i = 0; i < pairs; i++) {

@@ -9,7 +9,7 @@ import {tf} from './setup.js';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
-import {setHostKernelsEnabled} from '../src/kernels/rows.js';
+import {rowStatsKernel, setHostKernelsEnabled} from '../src/kernels/rows.js';
 import {LINF_BOX_DIRECTION, LINF_BOX_PENALTY, simdKernelsAvailable, STEP_ROWS} from '../src/kernels/simd.js';
 import {evaluate, stepRows} from '../src/solvers/batched.js';
 import {linearisedDirection, penaltyTermsFused, penaltyValueAndGradient, type PenaltyConfig, type PenaltyExcess} from '../src/objective/penalties.js';
@@ -161,24 +161,42 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses, dir
   await tf.setBackend('wasm');
   const before = tf.memory().numTensors;
   const B = 6;
-  // rows of 28 (L∞ + box), 12 and 8 (quadratic); d with −0, zeros, entries inside and outside the ball and box
+  // rows of 28 and 8 (L∞ + box), 12 and 8 (quadratic); d with −0, zeros, entries inside and outside the ball and
+  // box; layer inputs with −0 (base − lo = −0: relu gives +0) and entries on the box bounds
   const linf: PenaltyConfig = {kind: 'linf', epsilon: 0.1, lambda: 100, box: [0, 1], boxLambda: 100};
-  const penalties: PenaltyConfig[] = [linf, {kind: 'quadratic', lambda: 10}, {kind: 'linf', epsilon: 0.2, lambda: 30, box: [-1, 1], boxLambda: 7}, {kind: 'quadratic', lambda: 0.3}];
-  const shapes = [[B, 28], [B, 12], [B, 2, 4], [B, 8]];
+  const penalties: PenaltyConfig[] = [
+    linf,
+    {kind: 'quadratic', lambda: 10},
+    {kind: 'linf', epsilon: 0.2, lambda: 30, box: [-1, 1], boxLambda: 7},
+    {kind: 'quadratic', lambda: 0.3},
+    {kind: 'linf', epsilon: 0.3, lambda: 7, box: [-1, 2], boxLambda: 7},
+  ];
+  const shapes = [[B, 28], [B, 12], [B, 2, 4], [B, 8], [B, 8]];
   const ds = shapes.map((sh, i) => tf.tensor(data(sh.reduce((a, b) => a * b, 1), 20 + i, -0.4, 0.4).map((v, k) => (k % 11 === 5 ? -0 : v)), sh));
-  const bases: (tf.Tensor | undefined)[] = [tf.tensor(data(B * 28, 30, -0.1, 1.1, 0.3).map((v) => Math.min(1, Math.max(0, v))), [B, 28]), undefined, tf.tensor(data(B * 8, 31, -1, 1), [B, 2, 4]), undefined];
+  const bases: (tf.Tensor | undefined)[] = [
+    tf.tensor(data(B * 28, 30, -0.1, 1.1, 0.3).map((v, k) => (k % 7 === 3 ? -0 : Math.min(1, Math.max(0, v)))), [B, 28]),
+    undefined,
+    tf.tensor(data(B * 8, 31, -1, 1), [B, 2, 4]),
+    undefined,
+    tf.tensor(data(B * 8, 33, -1.2, 2.2, 0.3).map((v, k) => (k % 5 === 1 ? -0 : Math.min(2, Math.max(-1, v)))), [B, 8]),
+  ];
   const c = tf.tensor1d(rand(B, 32, 0, 5));
-  // the search directions at d: fused for the quadratic layers and the equal-curvature L∞ + box layer, not for
+  // the search directions at d: fused for the quadratic layers and the equal-curvature L∞ + box layers, not for
   // the L∞ + box layer with λ_box ≠ λ (linearisedDirection's tfjs ops)
   const dirs = penalties.map((p, i) => linearisedDirection(p, bases[i]));
-  assert.deepEqual(dirs.map((d) => d.fusable != null), [true, true, false, true]);
+  assert.deepEqual(dirs.map((d) => d.fusable != null), [true, true, false, true, true]);
   for (const nullAt of [-1, 1, 2]) {
     // a null taped gradient: the loss does not depend on that layer (the gradient is the penalty's alone)
     const taped = shapes.map((sh, i) => (i === nullAt ? null : tf.tensor(data(sh.reduce((a, b) => a * b, 1), 40 + i, -40, 40, 0.1), sh)));
     tf.tidy(() => {
-      const got = penaltyTermsFused(c, penalties, ds, bases, taped, dirs);
+      const got = penaltyTermsFused(c, penalties, ds, bases, taped, dirs, {stats: true});
       assert.ok(got, 'the fused kernel applies');
-      assert.deepEqual(got.directions.map((d) => d != null), [true, true, false, true], 'fused directions');
+      assert.deepEqual(got.directions.map((d) => d != null), [true, true, false, true, true], 'fused directions');
+      // the solvers' read-back in the same pass: the values of [J, rowStats(gradients, [J, ...d])]
+      assert.ok(got.stats, 'stats');
+      const stats = Array.from(got.stats.dataSync());
+      const rows = Array.from(tf.concat([got.value, rowStatsKernel(got.grads, [got.value, ...ds])]).dataSync());
+      rows.forEach((v, k) => assert.ok(Object.is(v, stats[k]), `null taped at ${nullAt}: stats[${k}]: ${stats[k]} vs row kernel ${v}`));
       let j: tf.Tensor = c;
       const want = penalties.map((p, i) => {
         const r = penaltyValueAndGradient(p, ds[i], bases[i]);
@@ -194,8 +212,9 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses, dir
       eq(got.value, j, 'J');
       want.forEach((w, i) => {
         eq(got.grads[i], w.grad, `gradient ${i}`);
-        assert.equal(got.excess[i] != null, w.excess != null, `excess ${i} present`);
-        if (w.excess) {
+        // the excesses only for the direction computed apart (the L∞ + box layer without a fused direction)
+        assert.equal(got.excess[i] != null, w.excess != null && got.directions[i] == null, `excess ${i} present`);
+        if (got.excess[i] && w.excess) {
           eq((got.excess[i] as PenaltyExcess).ball, w.excess.ball, `ball excess ${i}`);
           eq((got.excess[i] as PenaltyExcess).box as tf.Tensor, w.excess.box as tf.Tensor, `box excess ${i}`);
         }
@@ -212,6 +231,33 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses, dir
     });
     tf.dispose(taped.filter((t): t is tf.Tensor => t != null));
   }
+  // the read-back flags of non-finite rows: an Inf in a taped gradient (row 2), a NaN in a disturbance (row 4)
+  tf.tidy(() => {
+    const bad = (t: tf.Tensor, row: number, v: number) => {
+      const a = Array.from(t.dataSync());
+      a[row * (t.size / B) + 3] = v;
+      return tf.tensor(a, t.shape);
+    };
+    const taped = shapes.map((sh, i) => (i === 1 ? bad(tf.ones(sh), 2, Infinity) : tf.ones(sh)));
+    const d2 = ds.map((d, i) => (i === 4 ? bad(d, 4, NaN) : d));
+    const got = penaltyTermsFused(c, penalties, d2, bases, taped, dirs, {stats: true});
+    assert.ok(got?.stats);
+    const stats = Array.from(got.stats.dataSync());
+    const rows = Array.from(tf.concat([got.value, rowStatsKernel(got.grads, [got.value, ...d2])]).dataSync());
+    assert.deepEqual(stats.slice(B, 2 * B), [1, 1, 0, 1, 0, 1], 'finiteness flags');
+    rows.forEach((v, k) => assert.ok(Object.is(v, stats[k]), `non-finite rows: stats[${k}]: ${stats[k]} vs row kernel ${v}`));
+  });
+  // the direction is not fused (its kernel's single-instruction clips assume finite constants) for a layer
+  // input with a NaN or a box with an infinite bound
+  tf.tidy(() => {
+    const nanBase = tf.tensor2d([NaN, 0.5, 0.5, 0.5], [1, 4]);
+    const d1 = linearisedDirection(linf, nanBase);
+    const d2 = linearisedDirection({...linf, box: [0, Infinity]}, bases[0]);
+    assert.equal(d1.fusable, undefined, 'NaN in the layer input');
+    assert.equal(d2.fusable, undefined, 'infinite box bound');
+    d1.dispose();
+    d2.dispose();
+  });
   // not applicable: rows not a multiple of 4, L∞ without box, quadratic with box, L2, no base, off the SIMD path
   tf.tidy(() => {
     const g = [null, null];
@@ -221,6 +267,7 @@ test('SIMD penalty terms of a split evaluation (J, full gradients, excesses, dir
     assert.equal(penaltyTermsFused(c, [{kind: 'quadratic', lambda: 1, box: [0, 1]}], [ds[0]], [bases[0]], [null]), null, 'quadratic with box');
     assert.equal(penaltyTermsFused(c, [{kind: 'l2', epsilon: 1}], [ds[0]], [bases[0]], [null]), null, 'L2');
     assert.equal(penaltyTermsFused(c, [linf], [ds[0]], [undefined], [null]), null, 'no layer input for the box');
+    assert.equal(penaltyTermsFused(c, [{...linf, epsilon: 0}], [ds[0]], [bases[0]], [null]), null, 'ε = 0 (tfjs fills clip(d, −0, 0) with −0)');
     setHostKernelsEnabled(false);
     try {
       assert.equal(penaltyTermsFused(c, [linf], [ds[0]], [bases[0]], [null]), null, 'host kernels off');

@@ -25,7 +25,8 @@ import {hostKernelsEnabled} from './rows.js';
 export const LINF_BOX_DIRECTION = 'TfjsDeepAdversarialLinfBoxDirection';
 export const LINF_BOX_PENALTY = 'TfjsDeepAdversarialLinfBoxPenalty';
 export const STEP_ROWS = 'TfjsDeepAdversarialStepRows';
-export const PENALTY_TERMS = 'TfjsDeepAdversarialPenaltyTermsDir'; // (with directions; the first version had no `dir` attribute)
+// (renamed when its attributes change, so that a bench's baseline copy of the package can run beside it)
+export const PENALTY_TERMS = 'TfjsDeepAdversarialPenaltyTermsStats';
 
 // --- a minimal WebAssembly binary encoder (only what the kernel below needs) ---
 const uleb = (n: number): number[] => {
@@ -78,17 +79,29 @@ const op = {
   f64x2add: simd(0xf0),
   f64x2mul: simd(0xf2),
   f64lane: (lane: number): number[] => simd(0x21, lane), // f64x2.extract_lane
+  high: simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15), // i8x16.shuffle: lanes 2, 3 → 0, 1
   eq: simd(0x41), // f32x4.eq
   lt: simd(0x43), // f32x4.lt
   and: simd(0x4e), // v128.and
   allTrue: simd(0xa3), // i32x4.all_true
   max: simd(0xe9), // f32x4.max
+  // pmin(a, b) = b < a ? b : a, pmax(a, b) = a < b ? b : a: one instruction each on x64 (min/max
+  // are ≈ 7, for their NaN and signed-zero rules); XNNPACK's clamp, the wasm backend's
+  // ClipByValue, is pmin(hi, pmax(lo, x))
+  pmin: simd(0xea), // f32x4.pmin
+  pmax: simd(0xeb), // f32x4.pmax
   lane: (l: number): number[] => simd(0x1f, l), // f32x4.extract_lane
   f32add: [0x92],
   f32sub: [0x93],
   f32mul: [0x94],
   f32load: [0x2a, 0x02, 0x00],
   f32store: [0x38, 0x02, 0x00],
+  f64load: [0x2b, 0x03, 0x00],
+  f64store: [0x39, 0x03, 0x00],
+  f64add: [0xa0],
+  i32load: [0x28, 0x02, 0x00],
+  i32store: [0x36, 0x02, 0x00],
+  i32and: [0x71],
   i32add: [0x6a],
   i32ltU: [0x49],
   i32eqz: [0x45],
@@ -151,7 +164,7 @@ function directionModule(): Uint8Array {
         [0x60, ...vec([[I32], [I32]]), ...vec([[F64]])],
         [0x60, ...vec([[I32], [I32]]), ...vec([[I32]])],
         [0x60, ...vec([...Array<number[]>(10).fill([I32]), [F32]]), ...vec([])],
-        [0x60, ...vec([...Array<number[]>(9).fill([I32]), ...Array<number[]>(3).fill([F32])]), ...vec([])],
+        [0x60, ...vec([...Array<number[]>(12).fill([I32]), ...Array<number[]>(3).fill([F32])]), ...vec([])],
         [0x60, ...vec([...Array<number[]>(16).fill([I32]), ...Array<number[]>(8).fill([F32])]), ...vec([])],
       ]),
     ),
@@ -292,25 +305,53 @@ const laneSum = (s: number, v: number): number[] => [
 ];
 
 /**
- * `pq(d, gt, gOut, j, B, rowBytes, hasGt, hasDir, dOut, −λ, −2λ, 2λ)`: a quadratic penalty's terms of one evaluation,
+ * The read-back statistics of a row, accumulated per vector of a gradient `g` (local) and of the
+ * point `x` (local) by {@link statsVector} and stored per row by {@link statsRow}: the float64 sum
+ * of squares of `rows.ts`' `rowStats` / the `sq` function (lanes 0, 1 in `a01`, lanes 2, 3 in
+ * `a23`, squared in float64, added as ((s0 + s1) + s2) + s3 at the end of the row, then added to
+ * acc[r] (float64) as `rowStats` adds layer after layer) and the finiteness of x (Σ x·0 per lane
+ * stays 0, as the `fin` function; fin[r] (int32) ← fin[r] AND that).
+ */
+const statsVector = (L: {g: number; x: number; a01: number; a23: number; facc: number; tmp: number; zero: number}): number[] => [
+  ...get(L.a01), ...get(L.g), ...op.promote, 0x22, ...uleb(L.tmp), ...get(L.tmp), ...op.f64x2mul, ...op.f64x2add, ...set(L.a01),
+  ...get(L.a23), ...get(L.g), ...get(L.g), ...op.high, ...op.promote, 0x22, ...uleb(L.tmp), ...get(L.tmp), ...op.f64x2mul, ...op.f64x2add, ...set(L.a23),
+  ...get(L.facc), ...get(L.x), ...get(L.zero), ...op.mul, ...op.add, ...set(L.facc),
+];
+const statsRow = (P: {acc: number; fin: number}, L: {r: number; addr: number; a01: number; a23: number; facc: number; zero: number}): number[] => [
+  ...get(P.acc), ...get(L.r), ...op.i32const(3), 0x74 /* i32.shl */, ...op.i32add, ...set(L.addr),
+  ...get(L.addr), ...get(L.addr), ...op.f64load,
+  ...get(L.a01), ...op.f64lane(0), ...get(L.a01), ...op.f64lane(1), ...op.f64add,
+  ...get(L.a23), ...op.f64lane(0), ...op.f64add, ...get(L.a23), ...op.f64lane(1), ...op.f64add,
+  ...op.f64add, ...op.f64store,
+  ...get(P.fin), ...get(L.r), ...op.i32const(2), 0x74 /* i32.shl */, ...op.i32add, ...set(L.addr),
+  ...get(L.addr), ...get(L.addr), ...op.i32load, ...get(L.facc), ...get(L.zero), ...op.eq, ...op.allTrue, ...op.i32and, ...op.i32store,
+];
+/** Zeroes the row accumulators of {@link statsVector}. */
+const statsReset = (L: {a01: number; a23: number; facc: number; zero: number}): number[] => [...get(L.zero), ...set(L.a01), ...get(L.zero), ...set(L.a23), ...get(L.zero), ...set(L.facc)];
+
+/**
+ * `pq(d, gt, gOut, j, B, rowBytes, hasGt, hasDir, dOut, hasStats, acc, fin, −λ, −2λ, 2λ)`: a quadratic penalty's terms of one evaluation,
  * per row r: s = Σ d² (float32, in the order of the `Sum` kernel), j[r] ← j[r] + (−λ)·s, and per
  * entry gOut = gt + (−2λ)·d (gOut = (−2λ)·d when `hasGt` is 0) — the tfjs ops of
  * `penaltyValueAndGradient` (quadratic) and of the solvers' `evaluate` (taped + closed-form
  * gradient), in their order; with `hasDir`, also the search direction dOut = gOut / (2λ) (the
- * `RealDiv` of `linearisedDirection` for a quadratic penalty).
+ * `RealDiv` of `linearisedDirection` for a quadratic penalty); with `hasStats`, the read-back
+ * statistics of gOut and d ({@link statsVector}).
  */
 function quadraticTermsBody(): number[] {
-  const P = {d: 0, gt: 1, gOut: 2, j: 3, B: 4, rowBytes: 5, hasGt: 6, hasDir: 7, dOut: 8, negLam: 9, neg2Lam: 10, twoLam: 11};
-  const L = {r: 12, p: 13, end: 14, addr: 15, s: 16, v: 17, sq: 18, n2: 19, g: 20, l2: 21};
+  const P = {d: 0, gt: 1, gOut: 2, j: 3, B: 4, rowBytes: 5, hasGt: 6, hasDir: 7, dOut: 8, hasStats: 9, acc: 10, fin: 11, negLam: 12, neg2Lam: 13, twoLam: 14};
+  const L = {r: 15, p: 16, end: 17, addr: 18, s: 19, v: 20, sq: 21, n2: 22, g: 23, l2: 24, a01: 25, a23: 26, facc: 27, tmp: 28, zero: 29};
   const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
   const body = [
     ...get(P.neg2Lam), ...op.splat, ...set(L.n2),
     ...get(P.twoLam), ...op.splat, ...set(L.l2),
+    ...op.f32const(0), ...op.splat, ...set(L.zero),
     0x02, 0x40, // block rows
     0x03, 0x40, // loop rows
     ...get(L.r), ...get(P.B), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
     ...get(L.p), ...get(P.rowBytes), ...op.i32add, ...set(L.end),
     ...op.f32const(0), ...set(L.s),
+    ...statsReset(L),
     0x02, 0x40, // block cols
     0x03, 0x40, // loop cols
     ...get(L.p), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
@@ -321,32 +362,38 @@ function quadraticTermsBody(): number[] {
     ...get(P.hasGt), 0x04, 0x40, ...at(P.gt), ...op.load, ...get(L.g), ...op.add, ...set(L.g), 0x0b,
     ...at(P.gOut), ...get(L.g), ...op.store,
     ...get(P.hasDir), 0x04, 0x40, ...at(P.dOut), ...get(L.g), ...get(L.l2), ...op.div, ...op.store, 0x0b,
+    ...get(P.hasStats), 0x04, 0x40, ...statsVector({...L, g: L.g, x: L.v}), 0x0b,
     ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
     0x0c, 0x00,
     0x0b, // end loop cols
     0x0b, // end block cols
     ...get(P.j), ...get(L.r), ...op.i32const(2), 0x74 /* i32.shl */, ...op.i32add, ...set(L.addr),
     ...get(L.addr), ...get(L.addr), ...op.f32load, ...get(P.negLam), ...get(L.s), ...op.f32mul, ...op.f32add, ...op.f32store,
+    ...get(P.hasStats), 0x04, 0x40, ...statsRow(P, L), 0x0b,
     ...get(L.r), ...op.i32const(1), ...op.i32add, ...set(L.r),
     0x0c, 0x00,
     0x0b, // end loop rows
     0x0b, // end block rows
     0x0b,
   ];
-  return [...vec([[...uleb(4), I32], [...uleb(1), F32], [...uleb(5), V128]]), ...body];
+  return [...vec([[...uleb(4), I32], [...uleb(1), F32], [...uleb(10), V128]]), ...body];
 }
 
 /**
- * `pl(d, base, gt, ball, box, gOut, j, B, rowBytes, hasGt, ε, lo, hi, −2λ, 2λ_box, −λ, λ_box)`: an
- * L∞ + box penalty's terms of one evaluation, per entry the operations of the `pen` kernel
+ * `pl(d, base, gt, ball, box, gOut, j, B, rowBytes, hasGt, hasDir, hasExcess, dOut, hasStats, acc, fin, ε, lo, hi, −2λ, 2λ_box, −λ, λ_box, 2λ_dir)`:
+ * an L∞ + box penalty's terms of one evaluation, per entry the operations of the `pen` kernel
  * (ball = d − clip(d, −ε, ε); n = base + d; box = clip(n, lo, hi) − n; grad = (−2λ)·ball +
  * (2λ_box)·box) with gOut = gt + grad (grad when `hasGt` is 0), and per row r the row sums of
  * ball² and box² in the `Sum` kernel's order and j[r] ← j[r] + ((−λ)·Σball² − λ_box·Σbox²): the
- * tfjs ops of `penaltyValueAndGradient` (L∞ + box) and of `evaluate`, in their order.
+ * tfjs ops of `penaltyValueAndGradient` (L∞ + box) and of `evaluate`, in their order. With
+ * `hasExcess`, the excesses ball and box are written out. With `hasDir`, the search direction
+ * dOut at d (the `dir` kernel's operations with g = gOut, A = ball, C = box), its constants from
+ * the finite base as `linearisedDirection` computes them: relu(hi − base) and relu(base − lo)
+ * clamped to [0, ε] (k1) and [ε, ∞) (k2). With `hasStats`, the read-back statistics of gOut and d.
  */
 function linfBoxTermsBody(): number[] {
-  const P = {d: 0, base: 1, gt: 2, ball: 3, box: 4, gOut: 5, j: 6, B: 7, rowBytes: 8, hasGt: 9, hasDir: 10, k1u: 11, k1d: 12, k2u: 13, k2d: 14, dOut: 15, eps: 16, lo: 17, hi: 18, m2l: 19, lb2: 20, negLam: 21, boxLam: 22, lamDir: 23};
-  const L = {r: 24, p: 25, end: 26, addr: 27, sb: 28, sx: 29, x: 30, a: 31, n: 32, c: 33, t: 34, eps: 35, neps: 36, lo: 37, hi: 38, m2l: 39, lb2: 40, gc: 41, up: 42, down: 43, k1: 44, k2: 45, v1: 46, v: 47, lamD: 48, one: 49, zero: 50, half: 51};
+  const P = {d: 0, base: 1, gt: 2, ball: 3, box: 4, gOut: 5, j: 6, B: 7, rowBytes: 8, hasGt: 9, hasDir: 10, hasExcess: 11, dOut: 12, hasStats: 13, acc: 14, fin: 15, eps: 16, lo: 17, hi: 18, m2l: 19, lb2: 20, negLam: 21, boxLam: 22, lamDir: 23};
+  const L = {r: 24, p: 25, end: 26, addr: 27, sb: 28, sx: 29, x: 30, a: 31, n: 32, c: 33, t: 34, eps: 35, neps: 36, lo: 37, hi: 38, m2l: 39, lb2: 40, gc: 41, up: 42, down: 43, k1: 44, k2: 45, v1: 46, v: 47, lamD: 48, one: 49, zero: 50, half: 51, bv: 52, ku: 53, kd: 54, a01: 55, a23: 56, facc: 57, tmp: 58};
   const step = (x: number[]): number[] => [...get(L.one), ...get(L.zero), ...x, ...get(L.zero), ...op.gt, ...op.bitselect];
   const at = (base: number): number[] => [...get(base), ...get(L.p), ...op.i32add];
   const splatParam = (p: number, l: number): number[] => [...get(p), ...op.splat, ...set(l)];
@@ -367,19 +414,21 @@ function linfBoxTermsBody(): number[] {
     ...get(L.p), ...get(P.rowBytes), ...op.i32add, ...set(L.end),
     ...op.f32const(0), ...set(L.sb),
     ...op.f32const(0), ...set(L.sx),
+    ...statsReset(L),
     0x02, 0x40, // block cols
     0x03, 0x40, // loop cols
     ...get(L.p), ...get(L.end), ...op.i32ltU, ...op.i32eqz, 0x0d, 0x01,
     ...at(P.d), ...op.load, ...set(L.x),
     // ball = d − clip(d, −ε, ε)
-    ...get(L.x), ...get(L.x), ...get(L.neps), ...op.max, ...get(L.eps), ...op.min, ...op.sub, ...set(L.a),
-    ...at(P.ball), ...get(L.a), ...op.store,
+    ...get(L.x), ...get(L.eps), ...get(L.neps), ...get(L.x), ...op.pmax, ...op.pmin, ...op.sub, ...set(L.a),
+    ...get(P.hasExcess), 0x04, 0x40, ...at(P.ball), ...get(L.a), ...op.store, 0x0b,
     ...get(L.a), ...get(L.a), ...op.mul, ...set(L.t),
     ...laneSum(L.sb, L.t),
     // box = clip(n, lo, hi) − n, n = base + d
-    ...at(P.base), ...op.load, ...get(L.x), ...op.add, ...set(L.n),
-    ...get(L.n), ...get(L.lo), ...op.max, ...get(L.hi), ...op.min, ...get(L.n), ...op.sub, ...set(L.c),
-    ...at(P.box), ...get(L.c), ...op.store,
+    ...at(P.base), ...op.load, ...set(L.bv),
+    ...get(L.bv), ...get(L.x), ...op.add, ...set(L.n),
+    ...get(L.hi), ...get(L.lo), ...get(L.n), ...op.pmax, ...op.pmin, ...get(L.n), ...op.sub, ...set(L.c),
+    ...get(P.hasExcess), 0x04, 0x40, ...at(P.box), ...get(L.c), ...op.store, 0x0b,
     ...get(L.c), ...get(L.c), ...op.mul, ...set(L.t),
     ...laneSum(L.sx, L.t),
     // grad = (−2λ)·ball + (2λ_box)·box, plus the taped gradient
@@ -391,15 +440,21 @@ function linfBoxTermsBody(): number[] {
     ...get(L.t), ...get(L.lamD), ...get(L.a), ...get(L.c), ...op.sub, ...op.mul, ...op.add, ...set(L.gc),
     ...step(get(L.gc)), ...set(L.up),
     ...step([...get(L.gc), ...op.neg]), ...set(L.down),
-    ...get(L.up), ...at(P.k1u), ...op.load, ...op.mul, ...get(L.down), ...at(P.k1d), ...op.load, ...op.mul, ...op.add, ...set(L.k1),
-    ...get(L.up), ...at(P.k2u), ...op.load, ...op.mul, ...get(L.down), ...at(P.k2d), ...op.load, ...op.mul, ...op.add, ...set(L.k2),
+    // the constants: ku = relu(hi − base), kd = relu(base − lo) (pmax(0, ·): relu for non-NaN, −0 → +0);
+    // k1 = clip(k, 0, ε) = pmin(ε, pmax(0, k)) = pmin(ε, k), k2 = clip(k, ε, ∞) = pmax(ε, k) for the finite k ≥ +0
+    ...get(L.zero), ...get(L.hi), ...get(L.bv), ...op.sub, ...op.pmax, ...set(L.ku),
+    ...get(L.zero), ...get(L.bv), ...get(L.lo), ...op.sub, ...op.pmax, ...set(L.kd),
+    ...get(L.up), ...get(L.eps), ...get(L.ku), ...op.pmin, ...op.mul, ...get(L.down), ...get(L.eps), ...get(L.kd), ...op.pmin, ...op.mul, ...op.add, ...set(L.k1),
+    ...get(L.up), ...get(L.eps), ...get(L.ku), ...op.pmax, ...op.mul, ...get(L.down), ...get(L.eps), ...get(L.kd), ...op.pmax, ...op.mul, ...op.add, ...set(L.k2),
     ...get(L.k1), ...get(L.gc), ...op.abs, ...get(L.lamD), ...op.div, ...op.add, ...set(L.v1),
-    ...get(L.v1), ...get(L.half), ...get(L.v1), ...get(L.k2), ...op.sub, ...get(L.zero), ...op.max, ...op.mul, ...op.sub, ...set(L.v),
+    // relu(v1 − k2) as pmax(0, ·): the same for every non-NaN value (NaN only in rows whose gradient is not finite)
+    ...get(L.v1), ...get(L.half), ...get(L.zero), ...get(L.v1), ...get(L.k2), ...op.sub, ...op.pmax, ...op.mul, ...op.sub, ...set(L.v),
     ...at(P.dOut),
     ...get(L.up), ...get(L.down), ...op.sub, ...get(L.v), ...op.mul,
     ...get(L.up), ...get(L.down), ...op.add, ...get(L.x), ...op.mul, ...op.sub,
     ...op.store,
     0x0b,
+    ...get(P.hasStats), 0x04, 0x40, ...statsVector({...L, g: L.t, x: L.x}), 0x0b,
     ...get(L.p), ...op.i32const(16), ...op.i32add, ...set(L.p),
     0x0c, 0x00,
     0x0b, // end loop cols
@@ -408,13 +463,14 @@ function linfBoxTermsBody(): number[] {
     ...get(L.addr), ...get(L.addr), ...op.f32load,
     ...get(P.negLam), ...get(L.sb), ...op.f32mul, ...get(P.boxLam), ...get(L.sx), ...op.f32mul, ...op.f32sub,
     ...op.f32add, ...op.f32store,
+    ...get(P.hasStats), 0x04, 0x40, ...statsRow(P, L), 0x0b,
     ...get(L.r), ...op.i32const(1), ...op.i32add, ...set(L.r),
     0x0c, 0x00,
     0x0b, // end loop rows
     0x0b, // end block rows
     0x0b,
   ];
-  return [...vec([[...uleb(4), I32], [...uleb(2), F32], [...uleb(11 + 11), V128]]), ...body];
+  return [...vec([[...uleb(4), I32], [...uleb(2), F32], [...uleb(29), V128]]), ...body];
 }
 
 function penaltyBody(): number[] {
@@ -459,6 +515,7 @@ interface WasmBackendLike {
   dataIdMap: {get(id: object): {memoryOffset: number} | undefined};
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: object, force?: boolean): boolean;
 }
 
 type DirectionFn = (...args: number[]) => void;
@@ -641,8 +698,9 @@ export function stepRowsKernel(x: tf.Tensor, a: tf.Tensor1D, p: tf.Tensor, c: nu
 /**
  * One layer's penalty in {@link penaltyTermsKernel}; with `direction`, the kernel also computes the
  * layer's search direction at d from the full gradient: g/(2λ) for a quadratic penalty
- * (`twoLambda` = 2λ), the L∞ + box direction of the `dir` kernel (`twoLambda` = 2λ, `k` its
- * constants) for an L∞ ball with a box.
+ * (`twoLambda` = 2λ), the L∞ + box direction of the `dir` kernel (`twoLambda` = 2λ; its constants
+ * from `base`, which must then be finite) for an L∞ ball with a box. An L∞ + box layer without
+ * `direction` also returns its excesses (ball, box) for the direction computed apart.
  */
 export type PenaltyTermsLayer =
   | {kind: 'quadratic'; d: tf.Tensor; taped: tf.Tensor | null; lambda: number; direction?: {twoLambda: number}}
@@ -656,7 +714,7 @@ export type PenaltyTermsLayer =
       hi: number;
       lambda: number;
       boxLambda: number;
-      direction?: {twoLambda: number; k: {k1Up: tf.Tensor; k1Down: tf.Tensor; k2Up: tf.Tensor; k2Down: tf.Tensor}};
+      direction?: {twoLambda: number};
     };
 
 /** Numbers per layer in the kernel's `params` attribute. */
@@ -667,16 +725,26 @@ function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; 
   const fns = simdFor(b);
   if (fns == null) throw new Error(`${PENALTY_TERMS}: the SIMD module is not available on this backend`);
   const t = inputs as Record<string, tf.TensorInfo | undefined>;
-  const a = attrs as unknown as {kinds: number[]; taped: number[]; dir: number[]; params: number[]};
+  const a = attrs as unknown as {kinds: number[]; taped: number[]; dir: number[]; stats: number; params: number[]};
   const c = t.c as tf.TensorInfo;
   const B = c.shape[0] ?? 1;
-  // every output first (allocating may grow the heap)
+  const withStats = a.stats === 1;
+  // every output and temporary first (allocating may grow the heap)
   const J = b.makeOutput([B], 'float32');
   const grads = a.kinds.map((_, i) => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32'));
-  const excess = a.kinds.map((k, i) => (k === 1 ? [0, 1].map(() => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32')) : []));
+  const excess = a.kinds.map((k, i) => (k === 1 && a.dir[i] !== 1 ? [0, 1].map(() => b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32')) : []));
   const dirs = a.kinds.map((_, i) => (a.dir[i] === 1 ? b.makeOutput((t[`d${i}`] as tf.TensorInfo).shape, 'float32') : undefined));
+  const stats = withStats ? b.makeOutput([3 * B], 'float32') : undefined;
+  // float64 sums of squares and int32 finiteness flags per row (temporaries)
+  const acc = withStats ? b.makeOutput([2 * B], 'float32') : undefined;
+  const fin = withStats ? b.makeOutput([B], 'int32') : undefined;
   (b.typedArrayFromHeap(J) as Float32Array).set(b.typedArrayFromHeap(c) as Float32Array);
   const ptr = (v: tf.TensorInfo | undefined) => (v == null ? 0 : (b.dataIdMap.get(v.dataId) as {memoryOffset: number}).memoryOffset);
+  if (acc && fin) {
+    new Float64Array((b.typedArrayFromHeap(acc) as Float32Array).buffer, ptr(acc), B).fill(0);
+    (b.typedArrayFromHeap(fin) as Int32Array).fill(1);
+  }
+  const s = withStats ? 1 : 0;
   a.kinds.forEach((kind, i) => {
     const d = t[`d${i}`] as tf.TensorInfo;
     const rowBytes = (d.shape.slice(1).reduce((x, y) => x * y, 1)) * 4;
@@ -684,34 +752,51 @@ function penaltyTerms({inputs, backend, attrs}: {inputs: tf.NamedTensorInfoMap; 
     const gt = a.taped[i] === 1 ? t[`g${i}`] : undefined;
     const D = dirs[i];
     if (kind === 0) {
-      fns.pq(ptr(d), ptr(gt), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ptr(D), -q[0], -2 * q[0], q[5]);
+      fns.pq(ptr(d), ptr(gt), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ptr(D), s, ptr(acc), ptr(fin), -q[0], -2 * q[0], q[5]);
     } else {
       const [ball, box] = excess[i];
       const [eps, lo, hi, lam, boxLam, lamDir] = q;
-      const k = ['k1u', 'k1d', 'k2u', 'k2d'].map((n) => (D ? ptr(t[`${n}${i}`]) : 0));
-      fns.pl(ptr(d), ptr(t[`b${i}`]), ptr(gt), ptr(ball), ptr(box), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ...k, ptr(D), eps, lo, hi, -2 * lam, 2 * boxLam, -lam, boxLam, lamDir);
+      fns.pl(ptr(d), ptr(t[`b${i}`]), ptr(gt), ptr(ball), ptr(box), ptr(grads[i]), ptr(J), B, rowBytes, gt ? 1 : 0, D ? 1 : 0, ball ? 1 : 0, ptr(D), s, ptr(acc), ptr(fin), eps, lo, hi, -2 * lam, 2 * boxLam, -lam, boxLam, lamDir);
     }
   });
-  return [J, ...grads, ...excess.flat(), ...dirs.filter((v): v is tf.TensorInfo => v != null)];
+  if (stats && acc && fin) {
+    // [J, flags, Σ‖g‖²] as `rowStats` of the gradients and [J, ...d] gives them after `J`
+    const sv = b.typedArrayFromHeap(stats) as Float32Array;
+    const jv = b.typedArrayFromHeap(J) as Float32Array;
+    const av = new Float64Array((b.typedArrayFromHeap(acc) as Float32Array).buffer, ptr(acc), B);
+    const fv = b.typedArrayFromHeap(fin) as Int32Array;
+    for (let r = 0; r < B; r++) {
+      sv[r] = jv[r];
+      sv[B + r] = fv[r] === 1 && Number.isFinite(av[r]) && Number.isFinite(jv[r]) ? 1 : 0;
+      sv[2 * B + r] = av[r];
+    }
+    b.disposeData(acc.dataId);
+    b.disposeData(fin.dataId);
+  }
+  return [J, ...grads, ...excess.flat(), ...dirs.filter((v): v is tf.TensorInfo => v != null), ...(stats ? [stats] : [])];
 }
 
 /**
  * The penalty terms of one deep-attack gradient evaluation in ONE SIMD pass on wasm: from the
  * taped loss c [B] and, per layer, its disturbance d, the taped gradient of c w.r.t. d (null: c
  * does not depend on d) and its penalty — quadratic (no box), or L∞ with a box on base + d —
- * returns J = c + Σℓ ρℓ(dℓ) per example, the full gradients (taped + closed form) and, per L∞ layer,
- * its excesses {ball, box}. The same float32 operations in the same order as
+ * returns J = c + Σℓ ρℓ(dℓ) per example, the full gradients (taped + closed form) and, per L∞ layer
+ * without a fused direction, its excesses {ball, box}. The same float32 operations in the same order as
  * `penaltyValueAndGradient` (with the `pen` kernel), the `Sum` kernel's row sums and `evaluate`'s
  * additions: bit for bit the ≈ 25 tfjs kernels it replaces. Every d (and base, taped gradient)
  * float32 of one shape per layer, rows of a multiple of 4 entries, c float32 [B]; call only when
  * {@link simdKernelsAvailable}. With a layer's `direction`, its search direction at d too
  * (`directions[ℓ]`; bit for bit `linearisedDirection`'s `RealDiv` or `dir` kernel on the full gradient
- * and the excesses).
+ * and the excesses). With `stats`, also the solvers' read-back of this point in the same pass:
+ * float32 [3B] = [J, 1/0 every entry of the gradients, of J and of every d finite, Σℓ ‖gℓ row‖²],
+ * the values of `[J, rowStatsKernel(grads, [J, ...ds])]` (the squares summed in float64 in the
+ * order of the `rowStats` kernel), so that no second pass over the gradients is needed.
  */
 export function penaltyTermsKernel(
   c: tf.Tensor1D,
   layers: PenaltyTermsLayer[],
-): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: ({ball: tf.Tensor; box: tf.Tensor} | undefined)[]; directions: (tf.Tensor | undefined)[]} {
+  options: {stats?: boolean} = {},
+): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: ({ball: tf.Tensor; box: tf.Tensor} | undefined)[]; directions: (tf.Tensor | undefined)[]; stats?: tf.Tensor1D} {
   const inputs: Record<string, tf.Tensor> = {c};
   const params: number[] = [];
   layers.forEach((l, i) => {
@@ -719,20 +804,23 @@ export function penaltyTermsKernel(
     if (l.taped) inputs[`g${i}`] = l.taped;
     if (l.kind === 'linfBox') {
       inputs[`b${i}`] = l.base;
-      if (l.direction) {
-        const k = l.direction.k;
-        Object.assign(inputs, {[`k1u${i}`]: k.k1Up, [`k1d${i}`]: k.k1Down, [`k2u${i}`]: k.k2Up, [`k2d${i}`]: k.k2Down});
-      }
       params.push(l.epsilon, l.lo, l.hi, l.lambda, l.boxLambda, l.direction?.twoLambda ?? 0);
     } else {
       params.push(l.lambda, 0, 0, 0, 0, l.direction?.twoLambda ?? 0);
     }
   });
-  const attrs = {kinds: layers.map((l) => (l.kind === 'quadratic' ? 0 : 1)), taped: layers.map((l) => (l.taped ? 1 : 0)), dir: layers.map((l) => (l.direction ? 1 : 0)), params};
+  const attrs = {
+    kinds: layers.map((l) => (l.kind === 'quadratic' ? 0 : 1)),
+    taped: layers.map((l) => (l.taped ? 1 : 0)),
+    dir: layers.map((l) => (l.direction ? 1 : 0)),
+    stats: options.stats ? 1 : 0,
+    params,
+  };
   const out = tf.engine().runKernel(PENALTY_TERMS, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as unknown as tf.Tensor[];
   const L = layers.length;
   let k = 1 + L;
-  const excess = layers.map((l) => (l.kind === 'linfBox' ? {ball: out[k++], box: out[k++]} : undefined));
+  const excess = layers.map((l) => (l.kind === 'linfBox' && !l.direction ? {ball: out[k++], box: out[k++]} : undefined));
   const directions = layers.map((l) => (l.direction ? out[k++] : undefined));
-  return {value: out[0] as tf.Tensor1D, grads: out.slice(1, 1 + L), excess, directions};
+  const stats = options.stats ? (out[k++] as tf.Tensor1D) : undefined;
+  return {value: out[0] as tf.Tensor1D, grads: out.slice(1, 1 + L), excess, directions, stats};
 }

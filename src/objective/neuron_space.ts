@@ -274,15 +274,15 @@ export function disturbanceObjective(
         return {value: j as tf.Tensor1D, grads};
       },
       // on wasm: the same values in one SIMD kernel (src/kernels/simd.ts) when every penalty allows
-      fused: (ds, c, taped) => {
-        const r = penaltyTermsFused(c, penalties, ds, bases ?? [], taped, directionsOut?.directions);
+      fused: (ds, c, taped, wantStats) => {
+        const r = penaltyTermsFused(c, penalties, ds, bases ?? [], taped, directionsOut?.directions, {stats: wantStats});
         if (r == null) return null;
         excessOut?.clear();
         r.excess.forEach((e, i) => e && excessOut?.set(ds[i], e));
         // the search directions at ds, keyed by the gradient they were computed from
         directionsOut?.out.clear();
         r.directions.forEach((D, i) => D && directionsOut?.out.set(r.grads[i], D));
-        return {value: r.value, grads: r.grads};
+        return {value: r.value, grads: r.grads, stats: r.stats};
       },
     };
   }

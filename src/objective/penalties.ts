@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {expandAs, maxPerExample, select, sumPerExample} from '../solvers/batched.js';
 import {linfBoxDirectionKernel, linfBoxPenaltyKernel, penaltyTermsKernel, type PenaltyTermsLayer, simdKernelsAvailable} from '../kernels/simd.js';
+import {rowKernelsAvailable, rowsFiniteKernel} from '../kernels/rows.js';
 
 /**
  * Default λ for the constraint-style penalties (`linf`, `l2`, `l1`, `box`).
@@ -284,8 +285,10 @@ export function penaltyValueAndGradient(config: PenaltyConfig, d: tf.Tensor, bas
 /**
  * J = c + Σℓ ρℓ(dℓ) per example and the full gradients (`taped[ℓ]` + ∂ρℓ/∂dℓ) of a split
  * evaluation in one fused SIMD kernel on wasm (`penaltyTermsKernel`), with the excesses of the L∞
- * layers: the same values, bit for bit, as {@link penaltyValueAndGradient} per layer (added to c in
- * layer order) followed by the additions of the solvers' `evaluate`. Null (the caller then uses those
+ * layers whose direction is not fused (`directions[ℓ].fusable`) and the fused directions: the same
+ * values, bit for bit, as {@link penaltyValueAndGradient} per layer (added to c in
+ * layer order) followed by the additions of the solvers' `evaluate`. With `options.stats`, also the
+ * solvers' read-back [J, finiteness flags, ‖g‖²] (see `penaltyTermsKernel`). Null (the caller then uses those
  * ops) unless the kernel applies: SIMD kernels available (wasm, no tape), c float32 [B], every
  * penalty quadratic without box or L∞ with a box and its layer input `bases[ℓ]` given, every d
  * (base, taped gradient) float32 [B, ...] of one shape with rows of a multiple of 4 entries.
@@ -297,7 +300,8 @@ export function penaltyTermsFused(
   bases: (tf.Tensor | undefined)[],
   taped: (tf.Tensor | null)[],
   directions: (LinearisedDirection | undefined)[] = [],
-): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: (PenaltyExcess | undefined)[]; directions: (tf.Tensor | undefined)[]} | null {
+  options: {stats?: boolean} = {},
+): {value: tf.Tensor1D; grads: tf.Tensor[]; excess: (PenaltyExcess | undefined)[]; directions: (tf.Tensor | undefined)[]; stats?: tf.Tensor1D} | null {
   const B = c.shape[0];
   if (c.dtype !== 'float32' || c.rank !== 1 || ds.length !== penalties.length || ds.length === 0) return null;
   const layers: PenaltyTermsLayer[] = [];
@@ -310,11 +314,13 @@ export function penaltyTermsFused(
     if (g != null && (g.dtype !== 'float32' || !tf.util.arraysEqual(g.shape, d.shape))) return null;
     const fusable = directions[i]?.fusable;
     if (p.kind === 'quadratic' && !p.box) {
-      layers.push({kind: 'quadratic', d, taped: g, lambda: p.lambda, direction: fusable?.k ? undefined : fusable});
+      layers.push({kind: 'quadratic', d, taped: g, lambda: p.lambda, direction: fusable && !fusable.linfBox ? {twoLambda: fusable.twoLambda} : undefined});
       continue;
     }
     const base = bases[i];
     if (p.kind !== 'linf' || !p.box || base == null || base.dtype !== 'float32' || !tf.util.arraysEqual(base.shape, d.shape)) return null;
+    // the kernel clips as the wasm ClipByValue does for lo < hi; tfjs fills a clip(d, −0, 0) with −0 instead
+    if (!(p.epsilon > 0)) return null;
     layers.push({
       kind: 'linfBox',
       d,
@@ -325,11 +331,12 @@ export function penaltyTermsFused(
       hi: p.box[1],
       lambda: p.lambda ?? DEFAULT_CONSTRAINT_LAMBDA,
       boxLambda: p.boxLambda ?? DEFAULT_CONSTRAINT_LAMBDA,
-      direction: fusable?.k ? {twoLambda: fusable.twoLambda, k: fusable.k} : undefined,
+      // (the kernel computes the direction's constants from this base: the one it was built with)
+      direction: fusable?.linfBox === base ? {twoLambda: fusable.twoLambda} : undefined,
     });
   }
   if (!simdKernelsAvailable()) return null;
-  return penaltyTermsKernel(c, layers);
+  return penaltyTermsKernel(c, layers, options);
 }
 
 /**
@@ -523,10 +530,20 @@ export interface LinearisedDirection {
   dispose(): void;
   /**
    * When a fused evaluation (`penaltyTermsFused`) can compute this direction itself, bit for bit:
-   * 2λ of the quadratic direction g/(2λ), or 2λ and the constants `k` of the equal-curvature
-   * L∞ + box direction (alive until `dispose`). Undefined otherwise.
+   * 2λ of the quadratic direction g/(2λ), or 2λ of the equal-curvature L∞ + box direction and
+   * (`linfBox`) the layer input it was built with, whose constants the kernel computes from it
+   * (only when that input is finite). Undefined otherwise.
    */
-  fusable?: {twoLambda: number; k?: {k1Up: tf.Tensor; k1Down: tf.Tensor; k2Up: tf.Tensor; k2Down: tf.Tensor}};
+  fusable?: {twoLambda: number; linfBox?: tf.Tensor};
+}
+
+/** Every entry of `t` (float32 [B, ...]) finite: one row kernel and a read-back of B flags. */
+function allFinite(t: tf.Tensor): boolean {
+  if (!rowKernelsAvailable()) return tf.tidy(() => tf.all(tf.isFinite(t)).dataSync()[0] === 1);
+  const f = rowsFiniteKernel([t]);
+  const v = f.dataSync();
+  f.dispose();
+  return v.every((x) => x === 1);
 }
 
 /**
@@ -555,14 +572,29 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
     const eps = config.epsilon;
     const [lo, hi] = box;
     // kinks of the box along +g and −g (clamped at 0 when base lies outside the box), and their
-    // order against ε: constant while base is fixed
-    const k = tf.tidy(() => {
-      const up = tf.relu(tf.sub(hi, base));
-      const down = tf.relu(tf.sub(base, lo));
-      // min/max with ε as clips (same values; wasm's Minimum/Maximum with a broadcast scalar take ≈1 ms on 128×784)
-      return [tf.clipByValue(up, 0, eps), tf.clipByValue(down, 0, eps), tf.clipByValue(up, eps, Infinity), tf.clipByValue(down, eps, Infinity)];
-    });
-    const [k1Up, k1Down, k2Up, k2Down] = k;
+    // order against ε: constant while base is fixed; computed on first use (a fused evaluation
+    // computes them itself), kept out of the caller's tidy until `dispose`
+    let k: tf.Tensor[] | null = null;
+    const constants = (): tf.Tensor[] => {
+      if (k == null) {
+        k = tf.tidy(() => {
+          const up = tf.relu(tf.sub(hi, base));
+          const down = tf.relu(tf.sub(base, lo));
+          // min/max with ε as clips (same values; wasm's Minimum/Maximum with a broadcast scalar take ≈1 ms on 128×784)
+          return [tf.clipByValue(up, 0, eps), tf.clipByValue(down, 0, eps), tf.clipByValue(up, eps, Infinity), tf.clipByValue(down, eps, Infinity)];
+        });
+        k.forEach((t) => tf.keep(t));
+      }
+      return k;
+    };
+    // the fused evaluation's kernel computes the constants from base as above (same float32 values
+    // where base is finite; with a non-finite entry it is not offered)
+    // (and finite box bounds and ε > 0: then every value is finite wherever the gradient is, and its
+    // relu/clip steps can use the kernel's single-instruction pmin/pmax)
+    const fusable =
+      simdKernelsAvailable() && eps > 0 && Number.isFinite(lo) && Number.isFinite(hi) && base.dtype === 'float32' && base.rank >= 2 && base.size % 4 === 0 && allFinite(base)
+        ? {twoLambda: 2 * lam, linfBox: base}
+        : undefined;
     return {
       direction: (g, d, excess) => {
         if (
@@ -581,6 +613,7 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
             const n = tf.add(base, d);
             C = tf.sub(tf.clipByValue(n, lo, hi), n);
           }
+          const [k1Up, k1Down, k2Up, k2Down] = constants();
           return linfBoxDirectionKernel(g, d, A, C, {k1Up, k1Down, k2Up, k2Down}, 2 * lam);
         }
         // Only kernels that are fast on every backend (add/mul/clip/relu/step/abs): on wasm the
@@ -601,6 +634,7 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
         // indicators of gc > 0 and gc < 0 (both 0 where gc = 0: there T(d) = d)
         const up = tf.step(gc);
         const down = tf.step(tf.neg(gc));
+        const [k1Up, k1Down, k2Up, k2Down] = constants();
         const k1 = tf.add(tf.mul(up, k1Up), tf.mul(down, k1Down));
         const k2 = tf.add(tf.mul(up, k2Up), tf.mul(down, k2Down));
         const v1 = tf.add(k1, tf.div(tf.abs(gc), 2 * lam));
@@ -609,8 +643,11 @@ export function linearisedDirection(config: PenaltyConfig, base?: tf.Tensor): Li
         // T(d) − d = ±v − d where gc ≠ 0, else 0
         return tf.sub(tf.mul(tf.sub(up, down), v), tf.mul(tf.add(up, down), d));
       },
-      dispose: () => tf.dispose(k),
-      fusable: {twoLambda: 2 * lam, k: {k1Up, k1Down, k2Up, k2Down}},
+      dispose: () => {
+        if (k) tf.dispose(k);
+        k = null;
+      },
+      fusable,
     };
   }
   return {

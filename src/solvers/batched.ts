@@ -250,9 +250,10 @@ export function gradientTest(gg: tf.Tensor1D, J: tf.Tensor1D, gtol: number): tf.
 /**
  * One batched gradient evaluation: J = f(xs) (shape [B]) and ∇ Σ_b J_b w.r.t. every xs[i]
  * (= the per-example gradients, examples being independent). Tensors of the list that J does not
- * depend on get a zero gradient. Must be called inside a tidy.
+ * depend on get a zero gradient. Must be called inside a tidy. With `wantStats`, a fused split
+ * evaluation may also return the solvers' read-back `stats` (see `SplitObjective.fused`).
  */
-export function evaluate(f: BatchObjective, xs: tf.Tensor[], B: number): {value: tf.Tensor1D; grads: tf.Tensor[]} {
+export function evaluate(f: BatchObjective, xs: tf.Tensor[], B: number, wantStats = false): {value: tf.Tensor1D; grads: tf.Tensor[]; stats?: tf.Tensor1D} {
   const split = f.split != null && !(tf.engine() as unknown as {isTapeOn(): boolean}).isTapeOn() ? f.split : null;
   const res = tf.engine().gradients(() => (split ? split.taped(xs) : f(xs)), xs, undefined, true);
   let value = res.value as tf.Tensor1D;
@@ -262,7 +263,7 @@ export function evaluate(f: BatchObjective, xs: tf.Tensor[], B: number): {value:
   // the terms with closed-form gradients: their sum with the taped gradient is what the tape's own
   // accumulation would give (the terms' cotangent is 1; addition commutes), in fewer kernels
   if (split?.fused && value.dtype === 'float32') {
-    const r = split.fused(xs, value, xs.map((_, i) => res.grads[i] ?? null));
+    const r = split.fused(xs, value, xs.map((_, i) => res.grads[i] ?? null), wantStats);
     if (r) return r;
   }
   let extra: (tf.Tensor | null)[] = [];

@@ -260,13 +260,16 @@ export function runSolver<S extends BaseState>(
             return {...e, finite: finitePerExample(e.value, e.grads, xs, B)};
           },
           evaluateHost: (xs: tf.Tensor[]) => {
-            const e = evaluate(f, xs, B);
+            const e = evaluate(f, xs, B, true);
             gradientEvaluations++;
-            // [J, finite flags, ‖g‖²] in one read-back (finiteness and ‖g‖² in one kernel on wasm/cpu)
+            // [J, finite flags, ‖g‖²] in one read-back (finiteness and ‖g‖² in one kernel on wasm/cpu,
+            // or computed by the fused evaluation itself)
             const fused = e.grads.every((g) => g.dtype === 'float32' && g.rank >= 1) && rowKernelsAvailable();
-            const packed = fused
-              ? tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...xs])])
-              : tf.concat([e.value, tf.cast(finitePerExample(e.value, e.grads, xs, B), 'float32'), batchDot(e.grads, e.grads, B)]);
+            const packed = e.stats
+              ? e.stats
+              : fused
+                ? tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...xs])])
+                : tf.concat([e.value, tf.cast(finitePerExample(e.value, e.grads, xs, B), 'float32'), batchDot(e.grads, e.grads, B)]);
             const v = packed.dataSync() as Float32Array;
             packed.dispose();
             const fin = new Uint8Array(B);
@@ -362,10 +365,10 @@ function hostStart<S extends BaseState>(f: BatchObjective, x0: tf.Tensor[], B: n
   // one tidy for the evaluation, the read-back and `init` (whose direction may be one the evaluation made)
   const s = tf.tidy((() => {
     const x = x0.map(toFloatCopy);
-    const e = evaluate(f, x, B);
+    const e = evaluate(f, x, B, true);
     if (!e.grads.every((g) => g.dtype === 'float32' && g.rank >= 1)) return undefined; // (not seen: the generic start runs)
     const vs = tf.reshape(tf.cast(startValues(e.value, B), 'float32'), [-1]);
-    const v = tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...x]), vs]).dataSync() as Float32Array;
+    const v = tf.concat(e.stats ? [e.stats, vs] : [e.value, rowStatsKernel(e.grads, [e.value, ...x]), vs]).dataSync() as Float32Array;
     const fr = Math.fround;
     const fin = new Uint8Array(B);
     let allFinite = true;

@@ -43,9 +43,12 @@ export interface SplitObjective {
    * Optional, with the tape off: J and the FULL gradient (the taped gradient `taped[i]` of c —
    * null when c does not depend on xs[i] — plus the terms' gradient) at once, the same values bit
    * for bit as `untaped` followed by the additions of `evaluate` (e.g. one fused kernel); null when
-   * it does not apply to these tensors (then `untaped` is used).
+   * it does not apply to these tensors (then `untaped` is used). With `wantStats`, it may also
+   * return `stats`: float32 [3B] = [J, 1/0 every entry of the gradients, of J and of xs finite,
+   * Σᵢ ‖gradᵢ row‖²] with the values of `[J, rowStatsKernel(grads, [J, ...xs])]` (the solvers'
+   * read-back, then without a pass of its own).
    */
-  fused?(xs: tf.Tensor[], c: tf.Tensor1D, taped: (tf.Tensor | null)[]): {value: tf.Tensor1D; grads: tf.Tensor[]} | null;
+  fused?(xs: tf.Tensor[], c: tf.Tensor1D, taped: (tf.Tensor | null)[], wantStats?: boolean): {value: tf.Tensor1D; grads: tf.Tensor[]; stats?: tf.Tensor1D} | null;
 }
 
 /** Information passed to {@link SolverOptions.onIteration} after every iteration. */
