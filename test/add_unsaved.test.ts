@@ -6,6 +6,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import {after, before, test} from 'node:test';
 import {addUnsaved} from '../src/kernels/add_unsaved.js';
+import {simdAddFor} from '../src/kernels/simd.js';
 import {rand} from './fixtures/random.js';
 
 before(async () => {
@@ -53,3 +54,26 @@ for (const backend of ['cpu', 'wasm']) {
     }
   });
 }
+
+test('addUnsaved on wasm: the SIMD sum equals tf.add bit for bit (−0, subnormals, ±Inf, NaN; sizes not a multiple of 4 fall back)', async () => {
+  await tf.setBackend('wasm');
+  try {
+    assert.ok(simdAddFor(tf.backend()), 'the SIMD add runs on the wasm backend');
+    const before = tf.memory().numTensors;
+    const special = [-0, 0, 1e-40, -1e-40, 3.4e38, Infinity, -Infinity, NaN, 1, -1];
+    for (const shape of [[5, 8], [128, 784], [3, 3]]) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const r1 = rand(n, 7, -2, 2);
+      const r2 = rand(n, 8, -2, 2);
+      const a = tf.tensor(r1.map((v, i) => (i % 13 === 0 ? special[(i / 13) % special.length] : v)), shape);
+      const b = tf.tensor(r2.map((v, i) => (i % 7 === 0 ? special[(i / 7) % special.length] : i % 5 === 0 ? -r1[i] : v)), shape);
+      const got = tf.tidy(() => Array.from(addUnsaved(a, b).dataSync()));
+      const want = tf.tidy(() => Array.from(tf.add(a, b).dataSync()));
+      got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || (Number.isNaN(v) && Number.isNaN(want[i])), `[${shape}] entry ${i}: ${v} vs ${want[i]}`));
+      tf.dispose([a, b]);
+    }
+    assert.equal(tf.memory().numTensors, before, 'tensors kept');
+  } finally {
+    await tf.setBackend('cpu');
+  }
+});
