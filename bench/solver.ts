@@ -3,6 +3,7 @@
  *
  *   npm run bench:solver [-- --quick] [--backend wasm|cpu] [--batch 32] [--ref-iters 500] [--models mlp,cnn]
  *                        [--cache DIR (models and reference)] [--variants REGEX] [--extra 'name={deepAttack options}' ...]
+ *                        [--model-seed S (another initialisation of both models; default 1)]
  *                        [--dump FILE (per-example J of J(0), the reference, its starts and every variant, as JSON)]
  *
  * For an MNIST MLP 784-128-128-10 (1 epoch on 4096 images) and a small CNN c8-p-c16-p-d10 (1 epoch on
@@ -44,22 +45,27 @@ const {values: args} = parseArgs({
     variants: {type: 'string'},
     extra: {type: 'string', multiple: true},
     dump: {type: 'string', default: ''},
+    'model-seed': {type: 'string', default: '1'},
   },
 });
 const quick = args.quick ?? false;
 const B = Number(args.batch ?? (quick ? 16 : 32));
 const REF_ITERS = Number(args['ref-iters'] ?? (quick ? 200 : 500));
 const BUDGETS = [5, 10, 20, 40];
+// --model-seed S (default 1): another initialisation of both models, to check a setting on models it was not tuned on
+const MODEL_SEED = Number(args['model-seed']);
+if (!(Number.isInteger(MODEL_SEED) && MODEL_SEED >= 1)) throw new Error(`--model-seed must be an integer >= 1, got '${args['model-seed']}'`);
+const seedTag = MODEL_SEED === 1 ? '' : `-s${MODEL_SEED}`;
 await selectBackend({backend: args.backend as 'wasm', quiet: true});
 const t00 = performance.now();
-console.log(`bench:solver — backend ${tf.getBackend()}, batch ${B}, reference: multi-start Adam, ${REF_ITERS} iterations per start${quick ? ' [--quick]' : ''}`);
+console.log(`bench:solver — backend ${tf.getBackend()}, batch ${B}, reference: multi-start Adam, ${REF_ITERS} iterations per start, model seed ${MODEL_SEED}${quick ? ' [--quick]' : ''}`);
 
 // ---------------------------------------------------------------------------------------------
 // models (seeded; optionally cached with --cache DIR)
 // ---------------------------------------------------------------------------------------------
 type Kind = 'mlp' | 'cnn';
 function build(kind: Kind): tfl.LayersModel {
-  const init = (k: number) => tfl.initializers.glorotUniform({seed: 1000 + k});
+  const init = (k: number) => tfl.initializers.glorotUniform({seed: 1000 * MODEL_SEED + k});
   if (kind === 'mlp') {
     return tfl.sequential({name: 'mlp', layers: [
       tfl.layers.dense({inputShape: [784], units: 128, activation: 'relu', kernelInitializer: init(1)}),
@@ -78,7 +84,7 @@ function build(kind: Kind): tfl.LayersModel {
 }
 async function trained(kind: Kind): Promise<tfl.LayersModel> {
   const n = kind === 'mlp' ? 4096 : 512;
-  const dir = args.cache ? `${args.cache}/${kind}-${n}` : '';
+  const dir = args.cache ? `${args.cache}/${kind}-${n}${seedTag}` : '';
   if (dir && existsSync(`${dir}/model.json`)) {
     const m = await tfl.loadLayersModel(fileSystem(dir));
     m.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
@@ -221,7 +227,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     let ref = J0.slice();
     const refStarts: {start: string; J: number[]}[] = [];
     // --cache DIR also keeps the reference (it depends only on the cached model, the batch and the iterations)
-    const refFile = args.cache ? `${args.cache}/ref-${kind}-${threat}-b${B}-i${REF_ITERS}${quick ? '-quick' : ''}.json` : '';
+    const refFile = args.cache ? `${args.cache}/ref-${kind}${seedTag}-${threat}-b${B}-i${REF_ITERS}${quick ? '-quick' : ''}.json` : '';
     if (refFile && existsSync(refFile)) {
       ref = JSON.parse(readFileSync(refFile, 'utf8')) as number[];
     } else {

@@ -440,7 +440,7 @@ test('deep-attack options are validated in one place: unknown keys get the close
   }
   assert.throws(() => adversarialStep(model, x, y, {method: 'deep', init: 'gaussian'} as never), /adversarialStep: option 'init' must be one of 'random', 'zero', 'gradient'/);
   // anneal: one object, validated here too (training passes it through)
-  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: 3, start: undefined, minRemaining: 5, floor: 0.02, quadraticScale: 1.5, linfSign: true});
+  assert.deepEqual(resolveDeepAttackOptions('deepAttack', {}).anneal, {after: undefined, start: undefined, minRemaining: 5, floor: 0.02, quadraticScale: 1.5, linfSign: true});
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {minRemaining: 1.5}}), /option 'anneal\.minRemaining' must be an integer >= 0, got 1\.5/);
   assert.throws(() => resolveDeepAttackOptions('deepAttack', {anneal: {linfSign: 1}} as never), /option 'anneal\.linfSign' must be true or false, got 1/);
   assert.equal(resolveDeepAttackOptions('deepAttack', {anneal: false}).anneal, null);
@@ -494,5 +494,28 @@ test('the random start lies in every ball and box, projected in closed form (no 
     tf.dispose([...r.disturbances, r.objective]);
     assert.equal(tf.memory().numTensors, before, `${hidden.kind}: no tensor leaked`);
   }
+  tf.dispose([x, y]);
+});
+
+test('anneal.after defaults to 3 when an attacked layer has an L∞ ball and to 2 otherwise (the same iterates as passing it)', async () => {
+  const {model, x, y} = await tinyTrained();
+  const run = (adv: tfl.LayersModel, anneal?: {after: number}) => {
+    const r = deepAttack(adv, x, y, {seed: 1, maxGradientEvaluations: 20, ...(anneal ? {anneal} : {})});
+    const out = {J: r.objective.arraySync(), d: r.disturbances.map((t) => Array.from(t.dataSync()))};
+    tf.dispose([...r.disturbances, r.objective]);
+    return out;
+  };
+  const before = tf.memory().numTensors;
+  for (const linf of [true, false]) {
+    const adv = instrument(model, {input: linf ? {kind: 'linf', epsilon: 0.1} : {kind: 'quadratic', lambda: 1}, hidden: {kind: 'quadratic', lambda: 1}});
+    const def = run(adv);
+    const a2 = run(adv, {after: 2});
+    const a3 = run(adv, {after: 3});
+    const [same, other] = linf ? [a3, a2] : [a2, a3];
+    assert.deepEqual(def, same, `${linf ? 'L∞' : 'all quadratic'}: default = after ${linf ? 3 : 2}`);
+    // the two settings do move different iterates on this net, so the equality above means something
+    assert.notDeepEqual(def.J, other.J, `${linf ? 'L∞' : 'all quadratic'}: after 2 and 3 differ here`);
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaked');
   tf.dispose([x, y]);
 });
