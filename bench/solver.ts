@@ -180,9 +180,10 @@ function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Te
 // variants (all through deepAttack, so its option handling is what is measured)
 // ---------------------------------------------------------------------------------------------
 const VARIANTS: [string, DeepAttackOptions][] = [
-  ['preconditioned (default: random start, anneal after 3 rejections)', {}],
+  ['preconditioned (default: random start, anneal after 3 rejections with an L∞ ball, else 2)', {}],
   ['preconditioned, zero start (0.1.0 default: init zero, anneal.minRemaining 0)', {init: 'zero', anneal: {minRemaining: 0}}],
   ['preconditioned, anneal after 2', {anneal: {after: 2}}],
+  ['preconditioned, anneal after 3 (earlier default)', {anneal: {after: 3}}],
   ['preconditioned, monotone (anneal: false)', {anneal: false}],
   ['preconditioned, anneal after 1, start 1', {anneal: {after: 1, start: 1}}],
   ['preconditioned, PR+', {conjugate: true}],
