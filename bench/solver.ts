@@ -181,7 +181,7 @@ function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Te
 // ---------------------------------------------------------------------------------------------
 const VARIANTS: [string, DeepAttackOptions][] = [
   ['preconditioned (default: random start, anneal after 3 rejections with an L∞ ball, else 2)', {}],
-  ['preconditioned, zero start (0.1.0 default: init zero, anneal.minRemaining 0)', {init: 'zero', anneal: {minRemaining: 0}}],
+  ['preconditioned, zero start (0.1.0 default: init zero, anneal.minRemaining 0, after 3)', {init: 'zero', anneal: {minRemaining: 0, after: 3}}],
   ['preconditioned, anneal after 2', {anneal: {after: 2}}],
   ['preconditioned, anneal after 3 (earlier default)', {anneal: {after: 3}}],
   ['preconditioned, monotone (anneal: false)', {anneal: false}],
