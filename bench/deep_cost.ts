@@ -1,16 +1,16 @@
 /**
  * Where a deep-attack evaluation's time goes, next to PGD's (not a test):
  *
- *   npx tsx bench/deep_cost.ts [--backend wasm] [--rounds 12] [--reps 20]
+ *   npx tsx bench/deep_cost.ts [--backend wasm] [--rounds 12] [--reps 20] [--hidden 256] [--batch 128]
  *
- * MNIST MLP 784-256-256-10, batch 128, the bench:train threat (input L∞ 0.1 + box [0, 1], hidden
+ * MNIST MLP 784-H-H-10 (H = `--hidden`), batch `--batch`, the bench:train threat (input L∞ 0.1 + box [0, 1], hidden
  * quadratic λ = 10). Times, in PROCESS CPU ms (less sensitive than wall time to other processes on
  * a shared machine), the median over `rounds` interleaved rounds of `reps` calls each:
- * - one gradient evaluation of the deep objective (eq. 9: forward + backward, penalties included)
- *   vs PGD's input gradient of the same network;
- * - the solver's per-iteration bookkeeping pieces: the read-back of J, finiteness and ‖g‖² (one row
- *   kernel; the acceptance itself runs on the host), the search direction of every layer (with the
- *   penalty excesses of the evaluation), the step x + αD, the row selects of accepted points;
+ * - one gradient evaluation of the deep objective as the solver runs it (eq. 9: forward + backward,
+ *   penalties included; on wasm the fused kernel also gives each layer's search direction and the
+ *   read-back [J, finiteness, ‖g‖²], read back here) vs PGD's input gradient of the same network;
+ * - the solver's per-iteration bookkeeping pieces: the search direction of every layer computed
+ *   apart (the path without the fused kernel), the step x + αD, the row selects of accepted points;
  * - one whole attack, deep (10 evaluations) vs PGD-10, and deep with 1 evaluation (its set-up, the
  *   start evaluation and the result: (T10 − T1)/9 is the cost of one solver iteration);
  * single kernels on a 128×784 tensor (some are scalar loops on wasm, 10–30× an Add);
@@ -30,16 +30,17 @@ import {rowKernelsAvailable, rowStatsKernel} from '../src/kernels/rows.js';
 import {deepAttack} from '../src/attacks/deep.js';
 import {pgdAttackWithInfo} from '../src/attacks/pgd.js';
 
-const {values: args} = parseArgs({options: {backend: {type: 'string', default: 'wasm'}, rounds: {type: 'string', default: '12'}, reps: {type: 'string', default: '20'}}});
+const {values: args} = parseArgs({options: {backend: {type: 'string', default: 'wasm'}, rounds: {type: 'string', default: '12'}, reps: {type: 'string', default: '20'}, hidden: {type: 'string', default: '256'}, batch: {type: 'string', default: '128'}}});
 const sel = await selectBackend({backend: args.backend as 'wasm', quiet: true});
-const B = 128;
+const B = Number(args.batch);
+const H = Number(args.hidden);
 rowKernelsAvailable(); // registers the fused row kernels on this backend
 const data = await loadMnist({split: 'train', limit: B});
 const mlp = () =>
   tfl.sequential({
     layers: [
-      tfl.layers.dense({inputShape: [784], units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
-      tfl.layers.dense({units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
+      tfl.layers.dense({inputShape: [784], units: H, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
+      tfl.layers.dense({units: H, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
       tfl.layers.dense({units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
     ],
   });
@@ -51,9 +52,11 @@ const layers = disturbanceSites(net).map((s) => s.layer);
 const penalties = layers.map((l) => l.penalty);
 const bases = [data.xs, undefined, undefined];
 const excess = new Map<tf.Tensor, PenaltyExcess>();
-const f = disturbanceObjective(net, layers, data.xs, data.ys, attackLoss(net), penalties, bases, excess);
-const ds = [tf.randomUniform([B, 784], -0.05, 0.05, 'float32', 1), tf.randomUniform([B, 256], -0.01, 0.01, 'float32', 2), tf.randomUniform([B, 256], -0.01, 0.01, 'float32', 3)];
+const ds = [tf.randomUniform([B, 784], -0.05, 0.05, 'float32', 1), tf.randomUniform([B, H], -0.01, 0.01, 'float32', 2), tf.randomUniform([B, H], -0.01, 0.01, 'float32', 3)];
 const dirs = penalties.map((p, i) => linearisedDirection(p, bases[i]));
+// as the deep attack builds it: with the directions the fused evaluation computes (wasm)
+const computed = new Map<tf.Tensor, tf.Tensor>();
+const f = disturbanceObjective(net, layers, data.xs, data.ys, attackLoss(net), penalties, bases, excess, {directions: dirs, out: computed});
 const e = tf.tidy(() => evaluate(f, ds, B));
 const e2 = evaluate(f, ds, B); // its excesses stay alive (not in a tidy) for the direction below
 const D0 = tf.tidy(() => ds.map((d, i) => dirs[i].direction(e.grads[i], d)));
@@ -71,10 +74,12 @@ const runPgd = () => {
   tf.dispose([r.adversarial, r.loss].filter((t): t is tf.Tensor => t != null));
 };
 const cases: [string, () => void, number][] = [
-  ['deep: one evaluation (eq. 9, fwd + bwd)', () => void evaluate(f, ds, B), 1],
+  ['deep: one evaluation + read-back', () => {
+    const r = evaluate(f, ds, B, true);
+    void (r.stats ?? tf.concat([r.value, rowStatsKernel(r.grads, [r.value, ...ds])])).dataSync();
+  }, 1],
   ['PGD: one input gradient', () => void pgdGrad(data.xs), 1],
-  ['deep: read-back of J, finiteness, |g|^2', () => void tf.concat([e.value, rowStatsKernel(e.grads, [e.value, ...ds])]).dataSync(), 1],
-  ['deep: search direction, all layers', () => void ds.map((d, i) => dirs[i].direction(e2.grads[i], d, excess.get(d))), 1],
+  ['deep: search direction apart, all layers', () => void ds.map((d, i) => dirs[i].direction(e2.grads[i], d, excess.get(d))), 1],
   ['deep: step x + αD', () => void axpy(ds, select(active, alpha, tf.zerosLike(alpha)) as tf.Tensor1D, D0), 1],
   ['deep: row selects of x and D', () => {
     const s = rowSelector(fin, ds);
@@ -88,14 +93,14 @@ const cases: [string, () => void, number][] = [
     const b = e.grads[0];
     const m = tf.greater(b, 0);
     return [
-      ['kernel 128×784: Add', () => void tf.add(a, b), 1],
-      ['kernel 128×784: ClipByValue', () => void tf.clipByValue(a, -0.1, 0.1), 1],
-      ['kernel 128×784: Relu', () => void tf.relu(a), 1],
-      ['kernel 128×784: Step', () => void tf.step(a), 1],
-      ['kernel 128×784: Minimum', () => void tf.minimum(a, b), 1],
-      ['kernel 128×784: Greater', () => void tf.greater(a, b), 1],
-      ['kernel 128×784: Sign', () => void tf.sign(a), 1],
-      ['kernel 128×784: Select', () => void tf.engine().runKernel('Select', {condition: m, t: a, e: b}), 1],
+      [`kernel ${B}×784: Add`, () => void tf.add(a, b), 1],
+      [`kernel ${B}×784: ClipByValue`, () => void tf.clipByValue(a, -0.1, 0.1), 1],
+      [`kernel ${B}×784: Relu`, () => void tf.relu(a), 1],
+      [`kernel ${B}×784: Step`, () => void tf.step(a), 1],
+      [`kernel ${B}×784: Minimum`, () => void tf.minimum(a, b), 1],
+      [`kernel ${B}×784: Greater`, () => void tf.greater(a, b), 1],
+      [`kernel ${B}×784: Sign`, () => void tf.sign(a), 1],
+      [`kernel ${B}×784: Select`, () => void tf.engine().runKernel('Select', {condition: m, t: a, e: b}), 1],
     ];
   })(),
   ['deep attack, 1 evaluation (set-up + start)', () => {
@@ -118,7 +123,7 @@ for (let r = 0; r < rounds + 2; r++) {
   }
 }
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
-console.log(`\nprocess CPU ms per call (${sel.name}, MNIST MLP 784-256-256-10, batch ${B}; median of ${rounds} interleaved rounds, min–max)\n`);
+console.log(`\nprocess CPU ms per call (${sel.name}, MNIST MLP 784-${H}-${H}-10, batch ${B}; median of ${rounds} interleaved rounds, min–max)\n`);
 for (const [name, a] of cpu) console.log(`${name.padEnd(42)} ${med(a).toFixed(2).padStart(8)}  (${Math.min(...a).toFixed(2)}–${Math.max(...a).toFixed(2)})`);
 for (const [name, fn] of [['deep attack, 10 evaluations', runDeep], ['PGD-10 attack', runPgd]] as const) {
   const p = await tf.profile(fn);
