@@ -15,14 +15,12 @@
  * scratch/baseline/<commit>/ (as bench:train --baseline does).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
 import {extractBaseline} from './baseline.js';
+import {BENCH_THREAT, trainedDeepMlp} from './mlp.js';
 import {selectBackend} from '../src/backend.js';
-import {loadMnist} from '../src/data/mnist.js';
 import {instrument} from '../src/model/instrument.js';
 import {deepAttackImpl} from '../src/attacks/deep.js';
 import {pgdAttackWithInfo} from '../src/attacks/pgd.js';
-import {adversarialCallback} from '../src/training/callback.js';
 import {parseArgs} from 'node:util';
 const {values: args} = parseArgs({options: {baseline: {type: 'string'}, pairs: {type: 'string', default: '200'}}});
 if (!args.baseline) throw new Error('--baseline <git ref> is required');
@@ -33,23 +31,9 @@ const baseDeep = (await import(`${dir}/src/attacks/deep.ts`)).deepAttackImpl as 
 const baseInst = (await import(`${dir}/src/model/instrument.ts`)).instrument as typeof instrument;
 await selectBackend({backend: 'wasm', quiet: true});
 const B = 128;
-const data = await loadMnist({split: 'train', limit: B * 8});
-const mlp = () => tfl.sequential({layers: [
-  tfl.layers.dense({inputShape: [784], units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
-  tfl.layers.dense({units: 256, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
-  tfl.layers.dense({units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
-]});
-const threat = {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 10}} as const;
-const base = mlp();
-base.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
-const net = instrument(base, threat as never);
-net.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy'});
-const cb = adversarialCallback({method: 'deep', maxGradientEvaluations: 10, maxIterations: 50, seed: 1});
-for (let e = 0; e < 5; e++) await net.fit(data.xs, data.ys, {batchSize: B, epochs: 1, shuffle: false, verbose: 0, callbacks: [cb]});
-const netB = baseInst(base, threat as never);
+const {base, net, x, y} = await trainedDeepMlp(256, B);
+const netB = baseInst(base, BENCH_THREAT as never);
 netB.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
-const x = tf.slice(data.xs, [B, 0], [B, 784]);
-const y = tf.slice(data.ys, [B, 0], [B, 10]);
 const opts = {maxGradientEvaluations: 10, maxIterations: 50, seed: 7};
 const cases: [string, () => void][] = [
   ['new', () => { const r = deepAttackImpl(net, x, y, opts, {violation: false}); tf.dispose([r.objective, ...r.disturbances]); }],

@@ -17,7 +17,6 @@
  * and the number of kernels of each attack (`tf.profile`).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import * as tfl from '@tensorflow/tfjs-layers';
 import {parseArgs} from 'node:util';
 import {selectBackend} from '../src/backend.js';
 import {loadMnist} from '../src/data/mnist.js';
@@ -29,6 +28,7 @@ import {linearisedDirection, type PenaltyExcess} from '../src/objective/penaltie
 import {rowKernelsAvailable, rowStatsKernel} from '../src/kernels/rows.js';
 import {deepAttack} from '../src/attacks/deep.js';
 import {pgdAttackWithInfo} from '../src/attacks/pgd.js';
+import {BENCH_THREAT, benchMlp} from './mlp.js';
 
 const {values: args} = parseArgs({options: {backend: {type: 'string', default: 'wasm'}, rounds: {type: 'string', default: '12'}, reps: {type: 'string', default: '20'}, hidden: {type: 'string', default: '256'}, batch: {type: 'string', default: '128'}}});
 const sel = await selectBackend({backend: args.backend as 'wasm', quiet: true});
@@ -36,17 +36,9 @@ const B = Number(args.batch);
 const H = Number(args.hidden);
 rowKernelsAvailable(); // registers the fused row kernels on this backend
 const data = await loadMnist({split: 'train', limit: B});
-const mlp = () =>
-  tfl.sequential({
-    layers: [
-      tfl.layers.dense({inputShape: [784], units: H, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 1})}),
-      tfl.layers.dense({units: H, activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({seed: 2})}),
-      tfl.layers.dense({units: 10, activation: 'softmax', kernelInitializer: tfl.initializers.glorotUniform({seed: 3})}),
-    ],
-  });
-const base = mlp();
+const base = benchMlp(H);
 base.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
-const net = instrument(mlp(), {input: {kind: 'linf', epsilon: 0.1, box: [0, 1]}, hidden: {kind: 'quadratic', lambda: 10}});
+const net = instrument(benchMlp(H), BENCH_THREAT as never);
 net.compile({optimizer: 'adam', loss: 'categoricalCrossentropy'});
 const layers = disturbanceSites(net).map((s) => s.layer);
 const penalties = layers.map((l) => l.penalty);
