@@ -314,7 +314,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
 }
 
 /** The default of {@link DeepAnnealOptions.after} for the attacked layers' penalties. */
-export function defaultAnnealAfter(penalties: readonly PenaltyConfig[]): number {
+function defaultAnnealAfter(penalties: readonly PenaltyConfig[]): number {
   return penalties.some((p) => p.kind === 'linf') ? 3 : 2;
 }
 
