@@ -186,8 +186,9 @@ function adam(J: (ds: tf.Tensor[]) => tf.Tensor1D, shapes: number[][], x0: tf.Te
 // variants (all through deepAttack, so its option handling is what is measured)
 // ---------------------------------------------------------------------------------------------
 const VARIANTS: [string, DeepAttackOptions][] = [
-  ['preconditioned (default: random start, anneal after 3 rejections with an L∞ ball, else 2)', {}],
-  ['preconditioned, zero start (0.1.0 default: init zero, anneal.minRemaining 0, after 3)', {init: 'zero', anneal: {minRemaining: 0, after: 3}}],
+  ['preconditioned (default: random start; with an L∞ ball unit first step, anneal after 3; else saturated, after 2)', {}],
+  ['preconditioned, zero start (0.1.0 default: init zero, saturated first step, anneal.minRemaining 0, after 3)', {init: 'zero', firstStep: 'saturated', anneal: {minRemaining: 0, after: 3}}],
+  ['preconditioned, saturated first step (earlier default)', {firstStep: 'saturated'}],
   ['preconditioned, anneal after 2', {anneal: {after: 2}}],
   ['preconditioned, anneal after 3 (earlier default)', {anneal: {after: 3}}],
   ['preconditioned, monotone (anneal: false)', {anneal: false}],

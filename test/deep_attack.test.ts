@@ -2,7 +2,7 @@ import {tf} from './setup.js';
 import * as tfl from '@tensorflow/tfjs-layers';
 import {test} from 'node:test';
 import assert from 'node:assert/strict';
-import {conjugateGradient, deepAttack, disturbanceLayers, disturbedObjective, instrument, perExampleLoss} from '../src/index.js';
+import {conjugateGradient, deepAttack, disturbanceLayers, disturbedObjective, instrument, perExampleLoss, type DeepAttackOptions} from '../src/index.js';
 import {neuronObjective} from '../src/objective/neuron_space.js';
 import {mlp, residual} from './fixtures/models.js';
 
@@ -497,24 +497,25 @@ test('the random start lies in every ball and box, projected in closed form (no 
   tf.dispose([x, y]);
 });
 
-test('anneal.after defaults to 3 when an attacked layer has an L∞ ball and to 2 otherwise (the same iterates as passing it)', async () => {
+test('threat-dependent defaults: with an L∞ ball anneal.after 3 and firstStep unit, otherwise 2 and saturated (the same iterates as passing them)', async () => {
   const {model, x, y} = await tinyTrained();
-  const run = (adv: tfl.LayersModel, anneal?: {after: number}) => {
-    const r = deepAttack(adv, x, y, {seed: 1, maxGradientEvaluations: 20, ...(anneal ? {anneal} : {})});
+  const run = (adv: tfl.LayersModel, o: DeepAttackOptions = {}) => {
+    const r = deepAttack(adv, x, y, {seed: 1, maxGradientEvaluations: 20, ...o});
     const out = {J: r.objective.arraySync(), d: r.disturbances.map((t) => Array.from(t.dataSync()))};
     tf.dispose([...r.disturbances, r.objective]);
     return out;
   };
   const before = tf.memory().numTensors;
   for (const linf of [true, false]) {
+    const name = linf ? 'L∞' : 'all quadratic';
     const adv = instrument(model, {input: linf ? {kind: 'linf', epsilon: 0.1} : {kind: 'quadratic', lambda: 1}, hidden: {kind: 'quadratic', lambda: 1}});
+    const [after, otherAfter] = linf ? [3, 2] : [2, 3];
+    const [first, otherFirst] = (linf ? ['unit', 'saturated'] : ['saturated', 'unit']) as ('unit' | 'saturated')[];
     const def = run(adv);
-    const a2 = run(adv, {after: 2});
-    const a3 = run(adv, {after: 3});
-    const [same, other] = linf ? [a3, a2] : [a2, a3];
-    assert.deepEqual(def, same, `${linf ? 'L∞' : 'all quadratic'}: default = after ${linf ? 3 : 2}`);
-    // the two settings do move different iterates on this net, so the equality above means something
-    assert.notDeepEqual(def.J, other.J, `${linf ? 'L∞' : 'all quadratic'}: after 2 and 3 differ here`);
+    assert.deepEqual(def, run(adv, {anneal: {after}, firstStep: first}), `${name}: default = after ${after}, firstStep '${first}'`);
+    // each of the other settings moves different iterates on this net, so the equality above means something
+    assert.notDeepEqual(def.J, run(adv, {anneal: {after: otherAfter}, firstStep: first}).J, `${name}: after 2 and 3 differ here`);
+    assert.notDeepEqual(def.J, run(adv, {anneal: {after}, firstStep: otherFirst}).J, `${name}: the two first steps differ here`);
   }
   assert.equal(tf.memory().numTensors, before, 'no tensor leaked');
   tf.dispose([x, y]);

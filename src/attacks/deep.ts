@@ -68,13 +68,16 @@ export interface DeepAttackOptions {
   /** `'preconditioned'` only: Polak–Ribière+ on the preconditioned directions. Default false (measured no better). */
   conjugate?: boolean;
   /**
-   * `'preconditioned'` only: the first step along the linearised maximiser. `'saturated'` (default):
+   * `'preconditioned'` only: the first step along the linearised maximiser. `'saturated'`:
    * α = 1/(1 − e^(−c)) per example (capped at 1000), the step that a cross-entropy in its
    * saturated (linear-in-logits) regime calls for — it lets confidently classified examples leave
    * the local maximum at d ≈ 0 (measured: +17 % of the gap on an MNIST MLP with quadratic penalties);
    * rejected, it costs that example one evaluation and falls back to α = 1. `'unit'`: α = 1.
    * From a random start d0, c is the loss at d0 (without the penalties) and the step extrapolates
    * the linearised maximiser T(d0) from the clean point, α·T(d0), instead of amplifying d0.
+   * Default: `'unit'` when an attacked layer has an L∞ ball (its maximiser already lies on the
+   * ball whatever the gradient's size, so the example leaves d ≈ 0 anyway, and amplifying the other
+   * layers' step gets it rejected: measured on a small CNN, 90 of 96 examples), else `'saturated'`.
    */
   firstStep?: 'saturated' | 'unit';
   /**
@@ -218,7 +221,8 @@ export interface ResolvedDeepAttackOptions {
   space: DeepAttackSpace;
   solver: DeepAttackSolver;
   conjugate: boolean;
-  firstStep: 'saturated' | 'unit';
+  /** undefined: the threat-dependent default (resolved where the penalties are known, `defaultFirstStep`). */
+  firstStep: 'saturated' | 'unit' | undefined;
   /** null: off. */
   anneal: (Required<Omit<DeepAnnealOptions, 'start' | 'after'>> & {start: number | undefined; after: number | undefined}) | null;
   /** iterations (Infinity: the budget decides). */
@@ -279,7 +283,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   const stepSize = num('stepSize', (v) => v > 0, 'a number > 0');
   const seed = num('seed', () => true, 'a finite number');
   const init = oneOf('init', ['random', 'zero', 'gradient'] as const, space === 'disturbance' ? 'random' : 'gradient');
-  const firstStep = oneOf('firstStep', ['saturated', 'unit'] as const, 'saturated');
+  const firstStep = o.firstStep === undefined ? undefined : oneOf('firstStep', ['saturated', 'unit'] as const, 'saturated');
   const conjugate = bool('conjugate');
   const anneal = resolveAnneal(o.anneal, bad);
   const project = bool('project');
@@ -316,6 +320,11 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
 /** The default of {@link DeepAnnealOptions.after} for the attacked layers' penalties. */
 function defaultAnnealAfter(penalties: readonly PenaltyConfig[]): number {
   return penalties.some((p) => p.kind === 'linf') ? 3 : 2;
+}
+
+/** The default of {@link DeepAttackOptions.firstStep} for the attacked layers' penalties. */
+function defaultFirstStep(penalties: readonly PenaltyConfig[]): 'saturated' | 'unit' {
+  return penalties.some((p) => p.kind === 'linf') ? 'unit' : 'saturated';
 }
 
 const ANNEAL_KEYS = ['after', 'start', 'minRemaining', 'floor', 'quadraticScale', 'linfSign'] as const;
@@ -468,7 +477,7 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
     // otherwise one recording forward pass projects and gives c.
     let startLoss: tf.Tensor1D | undefined;
     let startPenalty: tf.Tensor1D | undefined;
-    const saturated = o.solver === 'preconditioned' && o.firstStep === 'saturated';
+    const saturated = o.solver === 'preconditioned' && (o.firstStep ?? defaultFirstStep(penalties)) === 'saturated';
     if (init !== 'zero') {
       try {
         if (penalties.every((p, i) => p.box == null || bases[i] != null)) {
