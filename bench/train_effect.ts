@@ -46,8 +46,9 @@ function accuracy(model: tfl.LayersModel, x: tf.Tensor): number {
 const rows: string[] = [];
 for (const [name, opts] of [
   ['old default: neuron-space CG', {space: 'neuron'}],
-  ['0.1.0 default: disturbance-space preconditioned, zero start', {init: 'zero', anneal: {minRemaining: 0}}],
-  ['default: disturbance-space preconditioned, random start', {}],
+  ['0.1.0 default: disturbance-space preconditioned, zero start', {init: 'zero', firstStep: 'saturated', anneal: {minRemaining: 0, after: 3}}],
+  ['earlier default: random start, saturated first step', {firstStep: 'saturated'}],
+  ['default: disturbance-space preconditioned, random start (unit first step with this L∞ threat)', {}],
 ] as [string, Omit<DeepAttackOptions, 'loss'>][]) {
   const base = build();
   base.compile({optimizer: tf.train.adam(1e-3), loss: 'categoricalCrossentropy', metrics: ['accuracy']});
