@@ -1,10 +1,10 @@
 /**
- * Training effect of the deep attack's solver (issue 9, item 3): two short deep adversarial
- * training runs of the same MNIST MLP 784-128-128-10 from the same initial weights, same data
- * order and the SAME attack budget (`maxGradientEvaluations`), one with the old default solver
- * (`space: 'neuron'`, CG over the neurons) and one with the new default (disturbance-space
- * preconditioned ascent); then clean accuracy and robust accuracy under PGD-40 (L∞ ε = 0.1,
- * box [0, 1], step 0.01, one random restart) on held-out test digits.
+ * Training effect of the deep attack's solver (issue 9, item 3): short deep adversarial training
+ * runs of the same MNIST MLP 784-128-128-10 from the same initial weights, same data order and the
+ * SAME attack budget (`maxGradientEvaluations`), one per solver — the seed's neuron-space CG
+ * (`space: 'neuron'`), the 0.1.0 default (zero start), the earlier default (random start,
+ * saturated first step) and the current default; then clean accuracy and robust accuracy under
+ * PGD-40 (L∞ ε = 0.1, box [0, 1], step 0.01, one random restart) on held-out test digits.
  *
  *   npx tsx bench/train_effect.ts [--train 4096] [--epochs 2] [--evals 10] [--test 1000] [--backend wasm]
  */
