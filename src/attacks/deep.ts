@@ -221,7 +221,7 @@ export interface ResolvedDeepAttackOptions {
   space: DeepAttackSpace;
   solver: DeepAttackSolver;
   conjugate: boolean;
-  /** undefined: the threat-dependent default (resolved where the penalties are known, `defaultFirstStep`). */
+  /** undefined: the threat-dependent default (resolved where the penalties are known, `threatDefaults`). */
   firstStep: 'saturated' | 'unit' | undefined;
   /** null: off. */
   anneal: (Required<Omit<DeepAnnealOptions, 'start' | 'after'>> & {start: number | undefined; after: number | undefined}) | null;
@@ -260,7 +260,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
     if (typeof v !== 'number' || !Number.isFinite(v) || !test(v)) bad(name, what, v);
     return v as number;
   };
-  const oneOf = <T extends string>(name: keyof DeepAttackOptions, allowed: readonly T[], fallback: T): T => {
+  const oneOf = <T extends string, F extends T | undefined>(name: keyof DeepAttackOptions, allowed: readonly T[], fallback: F): T | F => {
     const v = o[name];
     if (v === undefined) return fallback;
     if (!allowed.includes(v as T)) bad(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
@@ -283,7 +283,7 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   const stepSize = num('stepSize', (v) => v > 0, 'a number > 0');
   const seed = num('seed', () => true, 'a finite number');
   const init = oneOf('init', ['random', 'zero', 'gradient'] as const, space === 'disturbance' ? 'random' : 'gradient');
-  const firstStep = o.firstStep === undefined ? undefined : oneOf('firstStep', ['saturated', 'unit'] as const, 'saturated');
+  const firstStep = oneOf('firstStep', ['saturated', 'unit'] as const, undefined);
   const conjugate = bool('conjugate');
   const anneal = resolveAnneal(o.anneal, bad);
   const project = bool('project');
@@ -317,14 +317,13 @@ export function resolveDeepAttackOptions(where: string, options: DeepAttackOptio
   };
 }
 
-/** The default of {@link DeepAnnealOptions.after} for the attacked layers' penalties. */
-function defaultAnnealAfter(penalties: readonly PenaltyConfig[]): number {
-  return penalties.some((p) => p.kind === 'linf') ? 3 : 2;
-}
-
-/** The default of {@link DeepAttackOptions.firstStep} for the attacked layers' penalties. */
-function defaultFirstStep(penalties: readonly PenaltyConfig[]): 'saturated' | 'unit' {
-  return penalties.some((p) => p.kind === 'linf') ? 'unit' : 'saturated';
+/**
+ * The defaults that depend on the attacked layers' penalties: with an L∞ ball,
+ * {@link DeepAnnealOptions.after} 3 and {@link DeepAttackOptions.firstStep} `'unit'`; otherwise 2
+ * and `'saturated'` (see those options for the measurements).
+ */
+function threatDefaults(penalties: readonly PenaltyConfig[]): {annealAfter: number; firstStep: 'saturated' | 'unit'} {
+  return penalties.some((p) => p.kind === 'linf') ? {annealAfter: 3, firstStep: 'unit'} : {annealAfter: 2, firstStep: 'saturated'};
 }
 
 const ANNEAL_KEYS = ['after', 'start', 'minRemaining', 'floor', 'quadraticScale', 'linfSign'] as const;
@@ -477,7 +476,8 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
     // otherwise one recording forward pass projects and gives c.
     let startLoss: tf.Tensor1D | undefined;
     let startPenalty: tf.Tensor1D | undefined;
-    const saturated = o.solver === 'preconditioned' && (o.firstStep ?? defaultFirstStep(penalties)) === 'saturated';
+    const defaults = threatDefaults(penalties);
+    const saturated = o.solver === 'preconditioned' && (o.firstStep ?? defaults.firstStep) === 'saturated';
     if (init !== 'zero') {
       try {
         if (penalties.every((p, i) => p.box == null || bases[i] != null)) {
@@ -532,7 +532,7 @@ export function deepAttackImpl(model: tfl.LayersModel, x: Tensors, y: Tensors, o
               anneal:
                 o.anneal && Number.isFinite(Math.min(o.maxIterations, common.maxGradientEvaluations ?? Infinity))
                   ? {
-                      after: o.anneal.after ?? defaultAnnealAfter(penalties),
+                      after: o.anneal.after ?? defaults.annealAfter,
                       start: o.anneal.start,
                       minRemaining: o.anneal.minRemaining,
                       floor: o.anneal.floor,
