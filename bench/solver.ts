@@ -6,6 +6,7 @@
  *                        [--budgets 5,10,20,40 (columns; e.g. add 400 for a single run's ceiling)]
  *                        [--model-seed S (another initialisation of both models; default 1)]
  *                        [--dump FILE (per-example J of J(0), the reference, its starts and every variant, as JSON)]
+ *                        [--worst N (the N examples furthest below J_best for the first variant, J at every budget)]
  *
  * For an MNIST MLP 784-128-128-10 (1 epoch on 4096 images) and a small CNN c8-p-c16-p-d10 (1 epoch on
  * 512 images, trained on cpu: wasm has no Conv2DBackpropFilter), both instrumented, and two threats
@@ -24,7 +25,10 @@
  *   evaluations (`maxGradientEvaluations: k`: start, line searches and initial step included) and
  *   its disturbances are re-evaluated with the hand-written J (the reported J must match it);
  * - input-only L∞ (hidden disturbances off, `project: true`): the default solver against PGD
- *   (`pgdAttackWithInfo`, step 2.5ε/k, no restart) at equal gradient evaluations, cross-entropy reached.
+ *   (`pgdAttackWithInfo`, step 2.5ε/k, no restart) and APGD-CE (every example attacked to the end,
+ *   its highest loss; k − 1 steps = k gradient evaluations) at equal gradient evaluations:
+ *   cross-entropy reached, and the share of the gap from the clean loss to the per-example best of
+ *   all three at every budget — how fast the classical input attack converges on the same model.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -33,6 +37,8 @@ import {existsSync, readFileSync, writeFileSync} from 'node:fs';
 import {parseArgs} from 'node:util';
 import {performance} from 'node:perf_hooks';
 import {deepAttack, instrument, pgdAttackWithInfo, type DeepAttackOptions, type PenaltyConfig} from '../src/index.js';
+import {apgdRun} from '../src/attacks/apgd.js';
+import {labelIndices, logitFunction} from '../src/attacks/logits.js';
 import {fileSystem, loadMnist, selectBackend} from '../src/node.js';
 
 const {values: args} = parseArgs({
@@ -48,6 +54,7 @@ const {values: args} = parseArgs({
     dump: {type: 'string', default: ''},
     'model-seed': {type: 'string', default: '1'},
     budgets: {type: 'string', default: '5,10,20,40'},
+    worst: {type: 'string', default: '0'},
   },
 });
 const quick = args.quick ?? false;
@@ -62,6 +69,8 @@ const BEST_AT = Math.max(0, BUDGETS.filter((k) => k <= 40).length - 1);
 const MODEL_SEED = Number(args['model-seed']);
 if (!(Number.isInteger(MODEL_SEED) && MODEL_SEED >= 1)) throw new Error(`--model-seed must be an integer >= 1, got '${args['model-seed']}'`);
 const seedTag = MODEL_SEED === 1 ? '' : `-s${MODEL_SEED}`;
+const WORST = Number(args.worst);
+if (!(Number.isInteger(WORST) && WORST >= 0)) throw new Error(`--worst must be an integer >= 0, got '${args.worst}'`);
 await selectBackend({backend: args.backend as 'wasm', quiet: true});
 const t00 = performance.now();
 console.log(`bench:solver — backend ${tf.getBackend()}, batch ${B}, reference: multi-start Adam, ${REF_ITERS} iterations per start, model seed ${MODEL_SEED}${quick ? ' [--quick]' : ''}`);
@@ -216,6 +225,8 @@ const rows: string[] = [];
 const dumped: unknown[] = [];
 const refRows: string[] = [];
 const pgdRows: string[] = [];
+const pgdShareRows: string[] = [];
+const worstRows: string[] = [];
 let maxMismatch = 0;
 
 for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
@@ -267,6 +278,15 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
       results.push({name, J: Js});
     }
     if (args.dump) dumped.push({model: kind, threat, J0, ref, refStarts, variants: results});
+    // --worst N: where the first deepAttack variant falls furthest below J_best (at the largest budget ≤ 40)
+    const first = results.find((r) => !r.name.startsWith('Adam'));
+    if (WORST > 0 && first) {
+      const order = ref.map((r, i) => [r - first.J[BEST_AT][i], i]).sort((a, b) => b[0] - a[0]).slice(0, WORST);
+      const total = ref.reduce((s, r, i) => s + r - J0[i], 0);
+      for (const [gap, i] of order) {
+        worstRows.push(`| ${kind.toUpperCase()} | ${threat === 'linf' ? 'L∞ + quad.' : 'all quad.'} | ${i} | ${J0[i].toFixed(3)} | ${ref[i].toFixed(3)} | ${first.J.map((Jk) => Jk[i].toFixed(3)).join(' | ')} | ${(100 * gap / total).toFixed(2)} |`);
+      }
+    }
     const bestKnown = ref.map((b, k) => Math.max(b, ...results.map((r) => r.J[BEST_AT][k])));
     const gapRef = mean(ref) - mean(J0);
     const gapBest = mean(bestKnown) - mean(J0);
@@ -279,17 +299,35 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     // input-only L∞: default deep attack (hidden off, projected) vs PGD at equal gradient evaluations
     if (threat === 'linf') {
       const inputOnly = adv.layers.filter((l) => l.getClassName() === 'Disturbance').map((_, i) => (i === 0 ? PENALTIES.linf[0] : null));
-      const cells: string[] = [];
+      const ceAt = (d0: tf.Tensor) => tf.tidy(() => crossEntropy(handForward(kind, w, [d0, tf.zeros(shapes[1]), tf.zeros(shapes[2])])).arraySync() as number[]);
+      const logits = logitFunction(model);
+      const labels = labelIndices(y, logits.classes, 'bench:solver');
+      // per budget: per-example CE of [deep, PGD, APGD-CE] (APGD: NaN at k = 1, it needs one step)
+      const ces: number[][][] = [];
       for (const k of BUDGETS) {
-        const r = deepAttack(adv, x, y, {penalties: inputOnly, maxGradientEvaluations: k, project: true});
-        const ceDeep = tf.tidy(() => mean(crossEntropy(handForward(kind, w, [r.disturbances[0], tf.zeros(shapes[1]), tf.zeros(shapes[2])])).arraySync() as number[]));
+        const r = deepAttack(adv, x, y, {penalties: inputOnly, maxGradientEvaluations: k, project: true, seed: 1});
+        const ceDeep = ceAt(r.disturbances[0]);
         tf.dispose([...r.disturbances, r.objective]);
         const p = pgdAttackWithInfo(model, x, y, {epsilon: 0.1, steps: k, stepSize: (2.5 * 0.1) / k, clip: [0, 1], randomStart: false});
-        const cePgd = tf.tidy(() => mean(crossEntropy(handForward(kind, w, [tf.sub(p.adversarial, x), tf.zeros(shapes[1]), tf.zeros(shapes[2])])).arraySync() as number[]));
+        const cePgd = tf.tidy(() => ceAt(tf.sub(p.adversarial, x)));
         tf.dispose(Object.values(p).filter((t): t is tf.Tensor => t instanceof tf.Tensor));
-        cells.push(`${ceDeep.toFixed(3)} / ${cePgd.toFixed(3)}`);
+        let ceApgd = ceDeep.map(() => NaN);
+        if (k >= 2) {
+          // every example attacked to the end (no early stop on misclassification): its highest CE
+          const a = apgdRun(logits, x, labels, null, {epsilon: 0.1, norm: 'linf', steps: k - 1, loss: 'ce', clip: [0, 1], momentum: 0.75, rho: 0.75}, 1);
+          if (a.gradientEvaluations !== k) throw new Error(`APGD: ${a.gradientEvaluations} evaluations for a budget of ${k}`);
+          ceApgd = Array.from(a.bestLoss);
+          a.adversarial.dispose();
+        }
+        ces.push([ceDeep, cePgd, ceApgd]);
       }
-      pgdRows.push(`| ${kind.toUpperCase()} | ${cells.join(' | ')} |`);
+      labels.dispose();
+      const clean = tf.tidy(() => crossEntropy(model.predict(x) as tf.Tensor).arraySync() as number[]);
+      const top = clean.map((c, i) => Math.max(c, ...ces.flatMap((m) => m.map((v) => v[i])).filter((v) => Number.isFinite(v))));
+      const gap = mean(top) - mean(clean);
+      const fmt = (v: number[], f: (m: number) => string) => (v.some((e) => !Number.isFinite(e)) ? '–' : f(mean(v)));
+      pgdRows.push(`| ${kind.toUpperCase()} | ${ces.map((m) => m.map((v) => fmt(v, (e) => e.toFixed(3))).join(' / ')).join(' | ')} |`);
+      pgdShareRows.push(`| ${kind.toUpperCase()} | ${ces.map((m) => m.map((v) => fmt(v, (e) => pct((e - mean(clean)) / gap))).join(' / ')).join(' | ')} |`);
     }
   }
 }
@@ -302,8 +340,18 @@ console.log(`\nShare of the gap J(0) → J_best (the issue's definition: the ind
 console.log(`| model | threat | variant | ${BUDGETS.join(' | ')} |`);
 console.log(`|---|---|---|${BUDGETS.map(() => '---').join('|')}|`);
 for (const r of refRows) console.log(r);
-console.log(`\nInput-only L∞ ε = 0.1, box [0, 1] (hidden off): mean cross-entropy reached, default deep attack (project) / PGD (no restart, step 2.5ε/k):\n`);
+console.log(`\nInput-only L∞ ε = 0.1, box [0, 1] (hidden off): mean cross-entropy reached, default deep attack (project) / PGD (no restart, step 2.5ε/k) / APGD-CE (every example to the end):\n`);
 console.log(`| model | ${BUDGETS.join(' | ')} |`);
 console.log(`|---|${BUDGETS.map(() => '---').join('|')}|`);
 for (const r of pgdRows) console.log(r);
+console.log(`\nThe same as a share of the gap from the clean loss to the per-example best of the three at every budget (%):\n`);
+console.log(`| model | ${BUDGETS.join(' | ')} |`);
+console.log(`|---|${BUDGETS.map(() => '---').join('|')}|`);
+for (const r of pgdShareRows) console.log(r);
+if (worstRows.length > 0) {
+  console.log(`\nThe ${WORST} examples furthest below J_best for '${VARIANTS[0]?.[0]}' at ${BUDGETS[BEST_AT]} evaluations: J at each budget, and the example's share of the whole gap J(0) → J_best (points):\n`);
+  console.log(`| model | threat | example | J(0) | J_best | ${BUDGETS.join(' | ')} | points |`);
+  console.log(`|---|---|---|---|---|${BUDGETS.map(() => '---').join('|')}|---|`);
+  for (const r of worstRows) console.log(r);
+}
 console.log(`\nlargest relative |reported J − hand-written eq. 9| over every run: ${maxMismatch.toExponential(1)}; total ${((performance.now() - t00) / 1000).toFixed(0)} s`);
