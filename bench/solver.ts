@@ -138,6 +138,8 @@ function handForward(kind: Kind, w: tf.Tensor[], ds: tf.Tensor[]): tf.Tensor {
   h = tf.add(tf.maxPool(tf.relu(tf.add(tf.conv2d(h as tf.Tensor4D, w[2] as tf.Tensor4D, 1, 'valid'), w[3])) as tf.Tensor4D, 2, 2, 'valid'), ds[2]);
   return tf.softmax(tf.add(tf.matMul(tf.reshape(h, [B, -1]) as tf.Tensor2D, w[4] as tf.Tensor2D), w[5]));
 }
+/** The largest value of {@link crossEntropy}: −ln of the clip 1e-7 (float32). */
+const CE_CAP = -Math.log(Math.fround(1e-7));
 /** tfjs's categorical cross-entropy: probabilities clipped to [1e-7, 1 − 1e-7]. */
 const crossEntropy = (p: tf.Tensor) => tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))), 1));
 const rowSum = (t: tf.Tensor) => tf.sum(tf.reshape(t, [B, -1]), 1);
@@ -316,7 +318,8 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
           // every example attacked to the end (no early stop on misclassification): its highest CE
           const a = apgdRun(logits, x, labels, null, {epsilon: 0.1, norm: 'linf', steps: k - 1, loss: 'ce', clip: [0, 1], momentum: 0.75, rho: 0.75}, 1);
           if (a.gradientEvaluations !== k) throw new Error(`APGD: ${a.gradientEvaluations} evaluations for a budget of ${k}`);
-          ceApgd = Array.from(a.bestLoss);
+          // its loss from the logits, capped where the hand-written CE's clip at 1e-7 caps the others
+          ceApgd = Array.from(a.bestLoss, (v) => Math.min(v, CE_CAP));
           a.adversarial.dispose();
         }
         ces.push([ceDeep, cePgd, ceApgd]);
