@@ -281,7 +281,7 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
     }
     if (args.dump) dumped.push({model: kind, threat, J0, ref, refStarts, variants: results});
     // --worst N: where the first deepAttack variant falls furthest below J_best (at the largest budget ≤ 40)
-    const first = results.find((r) => !r.name.startsWith('Adam'));
+    const first = results.find((r) => r.name === VARIANTS[0]?.[0]);
     if (WORST > 0 && first) {
       const order = ref.map((r, i) => [r - first.J[BEST_AT][i], i]).sort((a, b) => b[0] - a[0]).slice(0, WORST);
       const total = ref.reduce((s, r, i) => s + r - J0[i], 0);
@@ -325,12 +325,12 @@ for (const kind of (args.models ?? 'mlp,cnn').split(',') as Kind[]) {
         ces.push([ceDeep, cePgd, ceApgd]);
       }
       labels.dispose();
-      const clean = tf.tidy(() => crossEntropy(model.predict(x) as tf.Tensor).arraySync() as number[]);
-      const top = clean.map((c, i) => Math.max(c, ...ces.flatMap((m) => m.map((v) => v[i])).filter((v) => Number.isFinite(v))));
-      const gap = mean(top) - mean(clean);
+      // J(0) is the clean cross-entropy (every penalty is 0 at d = 0)
+      const top = J0.map((c, i) => Math.max(c, ...ces.flatMap((m) => m.map((v) => v[i])).filter((v) => Number.isFinite(v))));
+      const gap = mean(top) - mean(J0);
       const fmt = (v: number[], f: (m: number) => string) => (v.some((e) => !Number.isFinite(e)) ? '–' : f(mean(v)));
       pgdRows.push(`| ${kind.toUpperCase()} | ${ces.map((m) => m.map((v) => fmt(v, (e) => e.toFixed(3))).join(' / ')).join(' | ')} |`);
-      pgdShareRows.push(`| ${kind.toUpperCase()} | ${ces.map((m) => m.map((v) => fmt(v, (e) => pct((e - mean(clean)) / gap))).join(' / ')).join(' | ')} |`);
+      pgdShareRows.push(`| ${kind.toUpperCase()} | ${ces.map((m) => m.map((v) => fmt(v, (e) => pct((e - mean(J0)) / gap))).join(' / ')).join(' | ')} |`);
     }
   }
 }
